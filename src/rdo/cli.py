@@ -1,0 +1,69 @@
+"""`rdo <command>`: flags or a YAML file -> the command's config dataclass -> the command. Nothing more."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+
+COMMANDS = {
+    # name: (module, config class, function, one-line description)
+    "align": ("rdo.align", "AlignConfig", "align", "Train a policy with DPO/IPO/... weighted by reward difference coefficients."),
+}
+
+
+def _load(command: str):
+    import importlib
+
+    module, cfg_name, fn_name, _ = COMMANDS[command]
+    config_module = importlib.import_module("rdo.config")
+    return getattr(config_module, cfg_name), getattr(importlib.import_module(module), fn_name)
+
+
+def parse_config(config_cls, argv: list[str], prog: str):
+    """Build `config_cls` from `--config file.yaml` (optional) overridden by command-line flags."""
+    import yaml
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(config_cls, prog=prog, description=config_cls.__doc__)
+    parser.add_argument("--config", default=None, help="YAML file with any of these options; flags override it.")
+    if "--config" in argv:
+        path = argv[argv.index("--config") + 1]
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        known = {f.name for f in fields(config_cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            parser.error(f"{path}: unknown option(s) {unknown}")
+        parser.set_defaults(**values)
+        # required fields given in YAML must not still be demanded on the command line
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+    # returns the dataclass, a namespace holding --config, then any unknown strings
+    cfg, *_, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    rest = [a for a in rest if a]
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: rdo <command> [options]   (rdo <command> --help for its options)\n\ncommands:")
+        for name, (*_, desc) in COMMANDS.items():
+            print(f"  {name:14s} {desc}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    config_cls, fn = _load(command)
+    try:
+        cfg = parse_config(config_cls, rest, prog=f"rdo {command}")
+    except ValueError as e:  # __post_init__ validation speaks to the user; no traceback needed
+        print(f"rdo {command}: error: {e}", file=sys.stderr)
+        return 2
+    fn(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""One config dataclass per command. Each field's `help` is its one-line doc and its CLI help.
+
+Training commands extend `transformers.TrainingArguments`, so every Trainer option (learning
+rate, schedulers, DeepSpeed/FSDP, checkpointing, logging) is available under the name users know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from rdo.coefficients import NONPOSITIVE, NORMALIZE, CoefficientPolicy
+from rdo.data.tokenize import Truncation
+
+
+def arg(default, help: str, **kw):
+    """A dataclass field whose `help` shows in `rdo <command> --help`."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+METHODS = ("dpo", "ipo", "rrhf", "kto", "simpo")
+
+
+@dataclass
+class AlignConfig(TrainingArguments):
+    """`rdo align`: offline preference optimisation (DPO/IPO/...) with reward difference coefficients."""
+
+    model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
+    dataset_name: str | None = arg(None, "Preference data: .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.")
+    dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
+    method: str = arg("dpo", "Alignment loss.", choices=list(METHODS))
+    beta: float = arg(0.1, "β: strength of the implicit KL penalty (DPO/IPO/KTO), reward scale for SimPO.")
+    label_smoothing: float = arg(0.0, "Conservative DPO: assumed fraction ε of flipped labels (0 = plain DPO).")
+    ipo_average_log_ratios: bool = arg(True, "IPO: average log-ratios per token (TRL's convention) instead of summing.")
+    # --- reward difference coefficients (paper Eq. 2) ---
+    alpha: float = arg(0.5, "Exponent α on the reward difference R: weight = R^α. 0 = the plain method, exactly.")
+    coef_column: str = arg("rdo_reward_diff", "Column holding the raw reward difference R (written by `rdo score`).")
+    coef_nonpositive: str = arg("clip", "What R <= 0 means: clip (raise to --coef_floor), drop the pair, or abs.", choices=list(NONPOSITIVE))
+    coef_floor: float = arg(1e-2, "Smallest R used in R^α under clip/abs, so doubted pairs count little but not zero.")
+    coef_normalize: str = arg("mean", "Rescale weights to mean 1 over the dataset (mean), or use R^α as is (none, the paper).", choices=list(NORMALIZE))
+    # --- data ---
+    max_length: int = arg(1024, "Max tokens of prompt + response; responses are cut from the right, EOS kept.")
+    max_prompt_length: int | None = arg(512, "Max prompt tokens; longer prompts lose their beginning.")
+    skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
+    pad_to_multiple_of: int = arg(1, "Pad batch length to a multiple of this (8 helps tensor cores).")
+    # --- reference model ---
+    precompute_ref: bool = arg(True, "Compute reference log-probs once before training and cache them (the reference is then not held in memory).")
+    ref_model_name_or_path: str | None = arg(None, "Reference model; default: the policy's initial weights (or the base with LoRA disabled).")
+    ref_cache_dir: str | None = arg(None, "Where cached reference log-probs go (default: next to a local data file, else ~/.cache/rdo).")
+    # --- model ---
+    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
+    lora_r: int = arg(0, "LoRA rank; 0 trains all weights.")
+    lora_alpha: int = arg(16, "LoRA scaling α.")
+    lora_dropout: float = arg(0.05, "LoRA dropout.")
+    lora_target_modules: str = arg("all-linear", "Comma-separated module names to adapt, or all-linear.")
+    # --- Trainer defaults that differ from transformers' ---
+    learning_rate: float = arg(1e-6, "Peak learning rate (DPO-scale default).")
+    remove_unused_columns: bool = arg(False, "Keep the per-row columns (weight, reference log-probs, row id) the loss needs.")
+    train_sampling_strategy: str = arg("group_by_length", "Sampler: group_by_length (default, cuts padding), random or sequential.")
+    logging_steps: float = arg(10, "Log every N steps.")
+    save_strategy: str = arg("no", "Checkpoint strategy (the final model is always saved).")
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            raise ValueError("set --output_dir: where the trained model, config and metrics go")
+        super().__post_init__()
+        if not self.model_name_or_path:
+            raise ValueError("set --model_name_or_path to the policy model (a local folder or a hub id)")
+        if not self.dataset_name:
+            raise ValueError("set --dataset_name to a preference data file, a save_to_disk folder or a hub id")
+        if self.method not in METHODS:
+            raise ValueError(f"--method {self.method!r}: choose one of {METHODS}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"--label_smoothing {self.label_smoothing} must be in [0, 0.5)")
+        if self.beta <= 0:
+            raise ValueError(f"--beta {self.beta} must be > 0")
+        self.policy  # validates alpha / coef_* now, with their messages
+        self.truncation
+
+    @property
+    def policy(self) -> CoefficientPolicy:
+        return CoefficientPolicy(self.alpha, self.coef_nonpositive, self.coef_floor, self.coef_normalize)
+
+    @property
+    def truncation(self) -> Truncation:
+        return Truncation(self.max_length, self.max_prompt_length)
+
+    @property
+    def uses_coefficients(self) -> bool:
+        return self.alpha != 0

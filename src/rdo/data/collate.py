@@ -1,0 +1,51 @@
+"""Batches that keep every per-row value (weight, reference log-probs, row id) on its own row.
+
+Pairs are laid out for one concatenated forward: rows [0, B) are prompt+chosen, rows [B, 2B) are
+prompt+rejected, right-padded. `loss_mask` is 1 exactly on the response tokens (EOS included),
+aligned with `input_ids`; log-prob code shifts it by one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Per-row scalars that ride along with each example, if present in the features.
+ROW_FLOATS = ("rdo_weight", "ref_chosen_logps", "ref_rejected_logps")
+
+
+def pad_sequences(seqs: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence (rounded up to `multiple_of`): (ids, attention_mask)."""
+    longest = max(len(s) for s in seqs)
+    longest = -(-longest // multiple_of) * multiple_of
+    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def prompt_response_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int, multiple_of: int = 1) -> dict:
+    """`input_ids`, `attention_mask` and `loss_mask` for prompt+response sequences."""
+    ids, attn = pad_sequences([p + r for p, r in zip(prompts, responses)], pad_id, multiple_of)
+    loss_mask = torch.zeros_like(ids)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        loss_mask[i, len(p) : len(p) + len(r)] = 1
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask}
+
+
+class PairCollator:
+    """Collates encoded pairs into one concatenated [chosen; rejected] batch."""
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
+        self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict:
+        prompts = [f["prompt_ids"] for f in features]
+        responses = [f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features]
+        batch = prompt_response_batch(prompts + prompts, responses, self.pad_id, self.multiple_of)
+        batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features], dtype=torch.long)  # (B,)
+        for key in ROW_FLOATS:
+            if key in features[0]:
+                batch[key] = torch.tensor([float(f[key]) for f in features], dtype=torch.float32)  # (B,)
+        return batch

@@ -1,0 +1,175 @@
+"""Every supported row format -> one canonical record.
+
+Canonical records (plain dicts, so they go straight into a `datasets.Dataset`):
+
+- pair:     {"prompt", "chosen", "rejected"}                 (DPO, IPO, SimPO, KTO after unpairing)
+- ranked:   {"prompt", "responses": [...], "scores": [...]}  (RRHF)
+- unpaired: {"prompt", "completion", "label": bool}           (KTO)
+
+Each also carries `rdo_row` (the 1-based source row, the key that follows the row everywhere) and
+every other column of the input untouched — the coefficient column and any id in particular.
+
+Accepted inputs: TRL standard and conversational preference rows, Anthropic HH raw transcripts
+(`chosen`/`rejected` only), Dahoas rm-static (`prompt`, `response`, `chosen`, `rejected`), ranked
+multi-response rows (`prompt` or `query`, `responses`, `scores`) and unpaired KTO rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rdo.data.errors import SKIP_HINT, DataError
+
+HH_ASSISTANT = "\n\nAssistant:"
+KINDS = ("pair", "ranked", "unpaired")
+
+
+def detect_format(record: dict) -> str:
+    """Name the row format from its keys: standard, conversational, hh, ranked or unpaired."""
+    keys = set(record)
+    if "responses" in keys and "scores" in keys:
+        return "ranked"
+    if "completion" in keys and "label" in keys:
+        return "unpaired"
+    if {"chosen", "rejected"} <= keys:
+        if "prompt" not in keys:
+            return "hh"
+        return "conversational" if isinstance(record["prompt"], list) else "standard"
+    raise ValueError(
+        f"cannot tell the row format from its columns {sorted(keys)}; expected one of: "
+        "prompt/chosen/rejected, chosen/rejected (HH transcripts), prompt/responses/scores, "
+        "prompt/completion/label"
+    )
+
+
+def kind_of(fmt: str) -> str:
+    return {"ranked": "ranked", "unpaired": "unpaired"}.get(fmt, "pair")
+
+
+class Normaliser:
+    """Turns raw rows of one format into canonical records, raising `DataError` on bad rows."""
+
+    def __init__(self, source: str, fmt: str, tokenizer=None, coef_column: str | None = None):
+        if fmt == "conversational" and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
+            raise ValueError(
+                f"{source}: conversational rows need a tokenizer with a chat template to render them; "
+                "the model's tokenizer has none. Set one (tokenizer.chat_template) or convert the data to strings."
+            )
+        self.source, self.fmt, self.tokenizer, self.coef_column = source, fmt, tokenizer, coef_column
+
+    def __call__(self, row: int, raw: dict) -> dict:
+        out = {k: v for k, v in raw.items()}  # pass-through columns stay untouched
+        out["rdo_row"] = row
+        if self.fmt == "standard":
+            for f in ("prompt", "chosen", "rejected"):
+                out[f] = self._text(row, raw, f)
+        elif self.fmt == "conversational":
+            out.update(self._render_conversation(row, raw))
+        elif self.fmt == "hh":
+            out.update(self._split_hh(row, raw))
+        elif self.fmt == "ranked":
+            out.update(self._ranked(row, raw))
+        elif self.fmt == "unpaired":
+            out["prompt"] = self._text(row, raw, "prompt")
+            out["completion"] = self._text(row, raw, "completion")
+            out["label"] = self._label(row, raw)
+        if self.fmt in ("standard", "conversational", "hh") and out["chosen"] == out["rejected"]:
+            raise DataError(self.source, row, "rejected", "identical to 'chosen'; a pair needs two different responses", SKIP_HINT)
+        if self.coef_column is not None:
+            self._check_coef(row, raw)
+        return out
+
+    # -- field checks -------------------------------------------------------------------------
+
+    def _text(self, row: int, raw: dict, field: str, key: str | None = None) -> str:
+        value = raw.get(key or field)
+        if value is None:
+            raise DataError(self.source, row, field, "missing", SKIP_HINT)
+        if not isinstance(value, str):
+            raise DataError(self.source, row, field, f"expected a string, got {type(value).__name__}", SKIP_HINT)
+        if not value.strip():
+            raise DataError(self.source, row, field, "empty", SKIP_HINT)
+        return value
+
+    def _label(self, row: int, raw: dict) -> bool:
+        value = raw.get("label")
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise DataError(self.source, row, "label", f"expected true/false, got {value!r}", SKIP_HINT)
+
+    def _check_coef(self, row: int, raw: dict) -> None:
+        value = raw.get(self.coef_column)
+        if value is None:
+            raise DataError(self.source, row, self.coef_column, "missing coefficient", SKIP_HINT + "; or score the data with `rdo score`")
+        if isinstance(value, list):  # ranked rows carry one coefficient per ordered pair
+            values = value
+        else:
+            values = [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise DataError(self.source, row, self.coef_column, f"expected a number, got {v!r}", SKIP_HINT)
+            if not math.isfinite(v):
+                raise DataError(self.source, row, self.coef_column, f"coefficient is {v}", SKIP_HINT)
+
+    # -- formats ------------------------------------------------------------------------------
+
+    def _render_conversation(self, row: int, raw: dict) -> dict[str, str]:
+        """Render message lists with the chat template; a response is the text after the prompt."""
+        tok = self.tokenizer
+        for f in ("prompt", "chosen", "rejected"):
+            msgs = raw.get(f)
+            if not isinstance(msgs, list) or not msgs or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in msgs
+            ):
+                raise DataError(self.source, row, f, "expected a non-empty list of {role, content} messages", SKIP_HINT)
+            if f != "prompt" and not any(m["content"].strip() for m in msgs):
+                raise DataError(self.source, row, f, "empty", SKIP_HINT)
+        prompt = tok.apply_chat_template(raw["prompt"], tokenize=False, add_generation_prompt=True)
+        out = {"prompt": prompt}
+        for f in ("chosen", "rejected"):
+            full = tok.apply_chat_template(raw["prompt"] + raw[f], tokenize=False)
+            if not full.startswith(prompt):
+                raise DataError(
+                    self.source, row, f,
+                    "the chat template renders prompt+response with a different prefix than the prompt alone, "
+                    "so the response cannot be isolated",
+                )
+            out[f] = full[len(prompt):]
+        return out
+
+    def _split_hh(self, row: int, raw: dict) -> dict[str, str]:
+        """HH transcripts: the prompt is the shared prefix up to and including the last '\\n\\nAssistant:'."""
+        chosen, rejected = self._text(row, raw, "chosen"), self._text(row, raw, "rejected")
+        cut = chosen.rfind(HH_ASSISTANT)
+        if cut < 0:
+            raise DataError(self.source, row, "chosen", f"no {HH_ASSISTANT!r} turn found in the transcript", SKIP_HINT)
+        end = cut + len(HH_ASSISTANT)
+        prompt = chosen[:end]
+        if not rejected.startswith(prompt):
+            raise DataError(self.source, row, "rejected", "does not share the dialogue prefix of 'chosen'", SKIP_HINT)
+        out = {"prompt": prompt, "chosen": chosen[end:], "rejected": rejected[end:]}
+        for f in ("chosen", "rejected"):
+            if not out[f].strip():
+                raise DataError(self.source, row, f, "empty response after the last Assistant turn", SKIP_HINT)
+        return out
+
+    def _ranked(self, row: int, raw: dict) -> dict[str, Any]:
+        key = "prompt" if "prompt" in raw else "query"
+        prompt = self._text(row, raw, "prompt", key=key)
+        responses, scores = raw.get("responses"), raw.get("scores")
+        if not isinstance(responses, list) or len(responses) < 2:
+            raise DataError(self.source, row, "responses", "expected a list of at least 2 responses", SKIP_HINT)
+        if not isinstance(scores, list) or len(scores) != len(responses):
+            raise DataError(self.source, row, "scores", f"expected {len(responses)} scores, one per response", SKIP_HINT)
+        for i, r in enumerate(responses):
+            if not isinstance(r, str) or not r.strip():
+                raise DataError(self.source, row, f"responses[{i}]", "expected a non-empty string", SKIP_HINT)
+        for i, s in enumerate(scores):
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+                raise DataError(self.source, row, f"scores[{i}]", f"expected a finite number, got {s!r}", SKIP_HINT)
+        if len(set(scores)) < 2:
+            raise DataError(self.source, row, "scores", "all responses score the same; nothing to rank", SKIP_HINT)
+        return {"prompt": prompt, "responses": list(responses), "scores": [float(s) for s in scores]}

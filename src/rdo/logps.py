@@ -1,0 +1,41 @@
+"""Per-sequence log-probabilities of response tokens, without a full (B, T, V) log-softmax."""
+
+from __future__ import annotations
+
+import torch
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., index] computed row by row.
+
+    A full fp32 log-softmax materialises (B, T, V) — 1 GB for B=4, T=1024, V=64k. Here the
+    logsumexp is taken one row at a time and only the gathered entries are kept: (B, T).
+    """
+    if logits.dtype in (torch.float32, torch.float64):
+        picked = torch.gather(logits, -1, index.unsqueeze(-1)).squeeze(-1)
+        lse = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])  # one (T, V) row at a time
+        return picked - lse
+    # bf16/fp16: logsumexp in low precision is inaccurate; upcast one row at a time instead.
+    out = []
+    for row_logits, row_index in zip(logits, index):
+        row = torch.log_softmax(row_logits.float(), dim=-1)
+        out.append(torch.gather(row, -1, row_index.unsqueeze(-1)).squeeze(-1))
+    return torch.stack(out)
+
+
+def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the masked (response) tokens and their counts, both (N,).
+
+    Position t predicts token t+1, so the labels and mask are shifted left by one.
+    """
+    labels = input_ids[:, 1:]
+    mask = loss_mask[:, 1:].to(logits.dtype if logits.is_floating_point() else torch.float32)
+    token_logps = selective_log_softmax(logits[:, :-1], labels)  # (N, T-1)
+    mask = mask.to(token_logps.dtype)
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def forward_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over `batch` -> (summed response log-probs, response lengths), both (N,)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    return sequence_logps(logits, batch["input_ids"], batch["loss_mask"])

@@ -1,0 +1,85 @@
+"""One `transformers.Trainer` subclass for every method; the single weighted reduction lives here."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import nullcontext
+
+import torch
+from transformers import Trainer
+
+from rdo.methods import Method, StepOutput
+
+
+class RDOTrainer(Trainer):
+    """Trains `model` with `method`'s loss, each unit weighted by its row's coefficient.
+
+    `ref_model`: a separate live reference (only with `precompute_ref=False` and no LoRA).
+    With LoRA and no precomputation, the reference is the same model with its adapter disabled.
+    """
+
+    def __init__(self, *args, method: Method, ref_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.method = method
+        self.ref_model = ref_model
+        if ref_model is not None:
+            self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        # We return a per-batch mean; let Trainer divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    # --- reference values ----------------------------------------------------------------------
+
+    def reference(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-row reference values: precomputed columns, or a live forward without gradients."""
+        cols = self.method.ref_columns
+        if all(c in batch for c in cols):
+            return {c: batch[c] for c in cols}
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return self.method.ref_step(self.ref_model, batch)
+            model = self.accelerator.unwrap_model(self.model)
+            if not hasattr(model, "disable_adapter"):
+                raise RuntimeError("no reference log-probs: precompute them, pass a reference model, or train with LoRA")
+            with model.disable_adapter():
+                return self.method.ref_step(self.model, batch)
+
+    # --- loss --------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out: StepOutput = self.method.step(self.args, model, inputs, self.reference)
+        if out.losses.shape != out.weights.shape:
+            raise RuntimeError(f"{self.method.name}: losses {tuple(out.losses.shape)} vs weights {tuple(out.weights.shape)}")
+        n_units = out.losses.shape[0]
+        loss = (out.weights.to(out.losses.dtype) * out.losses).sum() / n_units  # the one weighted reduction
+        if out.extra is not None:
+            loss = loss + out.extra
+        mode = "train" if model.training else "eval"
+        self._record(mode, out, loss)
+        return (loss, {}) if return_outputs else loss
+
+    def _record(self, mode: str, out: StepOutput, loss: torch.Tensor) -> None:
+        metrics = self._metrics[mode]
+        metrics["loss/unweighted"].append(self._mean(out.losses.detach()))
+        for name, value in out.metrics.items():
+            metrics[name].append(self._mean(value.detach().float()))
+
+    def _mean(self, t: torch.Tensor) -> float:
+        """Mean over all processes (each rank holds a slice of the batch)."""
+        t = t.float().mean().reshape(1)
+        return self.accelerator.gather_for_metrics(t).mean().item()
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager() if hasattr(self, "compute_loss_context_manager") else nullcontext():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for name, values in self._metrics[mode].items():
+            if values:
+                logs[prefix + name] = sum(values) / len(values)
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
