@@ -1,0 +1,39 @@
+"""Run by tests/test_multiprocess.py under `torchrun --nproc_per_node 2`.
+
+Records which (row, weight) pairs every rank's loss actually saw, so the test can check that each
+coefficient stayed attached to its own row through the distributed sampler's shuffling and sharding,
+and a checksum of the trained weights, so it can check the ranks stayed in sync.
+"""
+
+import json
+import os
+import sys
+
+from rdo.align import align
+from rdo.config import AlignConfig
+from rdo.trainer import RDOTrainer
+
+model, data, out = sys.argv[1:4]
+seen, trainers = [], []
+original = RDOTrainer.compute_loss
+
+
+def recording_compute_loss(self, model, inputs, *args, **kwargs):
+    if not trainers:
+        trainers.append(self)
+    seen.append({"rows": inputs["rdo_row"].tolist(), "weights": inputs["rdo_weight"].tolist()})
+    return original(self, model, inputs, *args, **kwargs)
+
+
+RDOTrainer.compute_loss = recording_compute_loss
+cfg = AlignConfig(
+    model_name_or_path=model, dataset_name=data, output_dir=out, use_cpu=True, ddp_backend="gloo",
+    per_device_train_batch_size=4, num_train_epochs=2, learning_rate=1e-3, alpha=1.0, logging_steps=1,
+    ref_cache_dir=os.path.join(out, "cache"), disable_tqdm=True, train_sampling_strategy="random", seed=0,
+)
+align(cfg)
+trained = trainers[0].accelerator.unwrap_model(trainers[0].model)
+checksum = float(sum(p.detach().double().sum() for p in trained.parameters()))
+rank = int(os.environ["RANK"])
+with open(os.path.join(out, f"seen-rank{rank}.json"), "w") as f:
+    json.dump({"rank": rank, "world_size": cfg.world_size, "seen": seen, "checksum": checksum}, f)
