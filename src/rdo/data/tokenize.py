@@ -67,6 +67,7 @@ class Encoder:
                 where[0], where[1], "prompt",
                 f"{len(prompt)} tokens leave no room for a response within max_length={t.max_length}",
                 "Raise --max_length, set --max_prompt_length to truncate prompts from the left, or " + SKIP_HINT[0].lower() + SKIP_HINT[1:],
+                reason="too long for max_length",
             )
         fitted = [r if len(r) <= room else r[: room - 1] + [self.eos] for r in responses]  # 2.
         return prompt, fitted
