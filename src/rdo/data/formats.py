@@ -82,8 +82,8 @@ class Normaliser:
 
     # -- field checks -------------------------------------------------------------------------
 
-    def _text(self, row: int, raw: dict, field: str, key: str | None = None) -> str:
-        value = raw.get(key or field)
+    def _text(self, row: int, raw: dict, field: str) -> str:
+        value = raw.get(field)
         if value is None:
             raise DataError(self.source, row, field, "missing", SKIP_HINT)
         if not isinstance(value, str):
@@ -157,8 +157,8 @@ class Normaliser:
         return out
 
     def _ranked(self, row: int, raw: dict) -> dict[str, Any]:
-        key = "prompt" if "prompt" in raw else "query"
-        prompt = self._text(row, raw, "prompt", key=key)
+        key = "query" if "query" in raw and "prompt" not in raw else "prompt"
+        prompt = self._text(row, raw, key)  # errors name the column the file actually has
         responses, scores = raw.get("responses"), raw.get("scores")
         if not isinstance(responses, list) or len(responses) < 2:
             raise DataError(self.source, row, "responses", "expected a list of at least 2 responses", SKIP_HINT)
