@@ -28,6 +28,17 @@ def tokenizer(tiny_model):
     return load_tokenizer(str(tiny_model))
 
 
+@pytest.fixture(scope="session")
+def byte_tok(tmp_path_factory):
+    """The tiny byte tokenizer alone, saved and reloaded the way a model's is, without building a model."""
+    from rdo.models import load_tokenizer
+    from rdo.tiny import byte_tokenizer
+
+    path = tmp_path_factory.mktemp("byte_tok")
+    byte_tokenizer().save_pretrained(path)
+    return load_tokenizer(str(path))
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

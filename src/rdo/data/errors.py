@@ -8,8 +8,10 @@ from collections import Counter
 class DataError(ValueError):
     """A row that cannot be used, located precisely enough for the user to fix it."""
 
-    def __init__(self, source: str, row: int, field: str, problem: str, hint: str = ""):
-        self.source, self.row, self.field, self.problem, self.reason = source, row, field, problem, problem
+    def __init__(self, source: str, row: int, field: str, problem: str, hint: str = "", reason: str | None = None):
+        # `reason` is the row-independent part of `problem` (no counts, no values): skips are counted by it.
+        self.source, self.row, self.field, self.problem = source, row, field, problem
+        self.reason = reason or problem
         msg = f"{source}, row {row}, field '{field}': {problem}"
         if hint:
             msg += f". {hint}"

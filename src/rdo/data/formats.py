@@ -82,8 +82,8 @@ class Normaliser:
 
     # -- field checks -------------------------------------------------------------------------
 
-    def _text(self, row: int, raw: dict, field: str, key: str | None = None) -> str:
-        value = raw.get(key or field)
+    def _text(self, row: int, raw: dict, field: str) -> str:
+        value = raw.get(field)
         if value is None:
             raise DataError(self.source, row, field, "missing", SKIP_HINT)
         if not isinstance(value, str):
@@ -98,7 +98,7 @@ class Normaliser:
             return value
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise DataError(self.source, row, "label", f"expected true/false, got {value!r}", SKIP_HINT)
+        raise DataError(self.source, row, "label", f"expected true/false, got {value!r}", SKIP_HINT, reason="expected true/false")
 
     def _check_coef(self, row: int, raw: dict) -> None:
         value = raw.get(self.coef_column)
@@ -110,7 +110,7 @@ class Normaliser:
             values = [value]
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise DataError(self.source, row, self.coef_column, f"expected a number, got {v!r}", SKIP_HINT)
+                raise DataError(self.source, row, self.coef_column, f"expected a number, got {v!r}", SKIP_HINT, reason="expected a number")
             if not math.isfinite(v):
                 raise DataError(self.source, row, self.coef_column, f"coefficient is {v}", SKIP_HINT)
 
@@ -157,19 +157,23 @@ class Normaliser:
         return out
 
     def _ranked(self, row: int, raw: dict) -> dict[str, Any]:
-        key = "prompt" if "prompt" in raw else "query"
-        prompt = self._text(row, raw, "prompt", key=key)
+        key = "query" if "query" in raw and "prompt" not in raw else "prompt"
+        prompt = self._text(row, raw, key)  # errors name the column the file actually has
         responses, scores = raw.get("responses"), raw.get("scores")
         if not isinstance(responses, list) or len(responses) < 2:
             raise DataError(self.source, row, "responses", "expected a list of at least 2 responses", SKIP_HINT)
         if not isinstance(scores, list) or len(scores) != len(responses):
-            raise DataError(self.source, row, "scores", f"expected {len(responses)} scores, one per response", SKIP_HINT)
+            got = len(scores) if isinstance(scores, list) else type(scores).__name__
+            raise DataError(
+                self.source, row, "scores", f"not one score per response (expected a list of {len(responses)}, got {got})",
+                SKIP_HINT, reason="not one score per response",
+            )
         for i, r in enumerate(responses):
             if not isinstance(r, str) or not r.strip():
                 raise DataError(self.source, row, f"responses[{i}]", "expected a non-empty string", SKIP_HINT)
         for i, s in enumerate(scores):
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
-                raise DataError(self.source, row, f"scores[{i}]", f"expected a finite number, got {s!r}", SKIP_HINT)
+                raise DataError(self.source, row, f"scores[{i}]", f"expected a finite number, got {s!r}", SKIP_HINT, reason="expected a finite number")
         if len(set(scores)) < 2:
             raise DataError(self.source, row, "scores", "all responses score the same; nothing to rank", SKIP_HINT)
         return {"prompt": prompt, "responses": list(responses), "scores": [float(s) for s in scores]}

@@ -1,7 +1,8 @@
 """Read raw rows from local files, a `save_to_disk` folder, or a hub dataset id.
 
 Every row comes back as `(row_number, dict)` with 1-based row numbers, so later validation can
-say exactly where a problem is.
+say exactly where a problem is. A row that cannot be read at all (a line that is not JSON) comes back
+as `(row_number, DataError)`, so the caller decides whether to raise or skip it and reading goes on.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from rdo.data.errors import DataError
+from rdo.data.errors import SKIP_HINT, DataError
 
 LOCAL_SUFFIXES = {".jsonl", ".json", ".parquet", ".csv"}
 
 
-def read_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict]]:
+def read_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict | DataError]]:
     """Yield `(row, record)` pairs from `source`; `split` applies to folders and hub ids."""
     path = Path(source)
     if path.is_file():
@@ -39,7 +40,7 @@ def read_rows(source: str, split: str = "train") -> Iterator[tuple[int, dict]]:
         yield from _read_hub(source, split)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | DataError]]:
     with path.open(encoding="utf-8") as f:
         row = 0
         for line in f:
@@ -49,23 +50,31 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(str(path), row, "<line>", f"not valid JSON ({e.msg} at column {e.colno})") from None
+                yield row, DataError(
+                    str(path), row, "<line>", f"not valid JSON ({e.msg} at column {e.colno})", SKIP_HINT, reason="not valid JSON"
+                )
+                continue
             if not isinstance(record, dict):
-                raise DataError(str(path), row, "<line>", f"expected a JSON object, got {type(record).__name__}")
+                yield row, DataError(str(path), row, "<line>", f"expected a JSON object, got {type(record).__name__}", SKIP_HINT)
+                continue
             yield row, record
 
 
-def _read_json(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_json(path: Path) -> Iterator[tuple[int, dict | DataError]]:
     with path.open(encoding="utf-8") as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     if isinstance(data, dict):  # {"train": [...]} or {"data": [...]}
         lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise ValueError(f"{path}: expected a JSON list of rows (or an object holding exactly one list)")
-        data = lists[0]
+        data = lists[0] if len(lists) == 1 else None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of rows (or an object holding exactly one list)")
     for i, record in enumerate(data, start=1):
         if not isinstance(record, dict):
-            raise DataError(str(path), i, "<row>", f"expected a JSON object, got {type(record).__name__}")
+            yield i, DataError(str(path), i, "<row>", f"expected a JSON object, got {type(record).__name__}", SKIP_HINT)
+            continue
         yield i, record
 
 

@@ -38,6 +38,11 @@ def load_records(
     normalise = None
     fmt = None
     for row, raw in read_rows(source, split):
+        if isinstance(raw, DataError):  # the row could not even be read (e.g. a line that is not JSON)
+            if not skip_invalid:
+                raise raw
+            skips.add(raw)
+            continue
         if normalise is None:
             try:
                 fmt = detect_format(raw)
@@ -50,7 +55,7 @@ def load_records(
             if not skip_invalid:
                 raise
             skips.add(err)
-    if fmt is None:
+    if fmt is None and not skips.total:
         raise ValueError(f"{source}: no rows")
     if not records:
         raise ValueError(f"{source}: every row was invalid.\n{skips.summary()}")

@@ -2,7 +2,8 @@
 
 Rule (in this order):
 1. the prompt keeps its last `max_prompt_length` tokens (left truncation: the end of a dialogue
-   matters most);
+   matters most), except that a leading BOS stays first (when max_prompt_length > 1): models that
+   use a BOS were trained with it at position 0;
 2. each response keeps its first tokens so that prompt + response fits `max_length`; the EOS token
    always stays as the last token;
 3. a response never ends with zero content tokens: when the prompt leaves room for less than one
@@ -60,13 +61,16 @@ class Encoder:
         """Apply the truncation rule to one prompt and its responses (see the module docstring)."""
         t = self.trunc
         if t.max_prompt_length is not None and len(prompt) > t.max_prompt_length:
-            prompt = prompt[-t.max_prompt_length:]  # 1. left truncation
+            # 1. left truncation; a leading BOS is kept (unless it would be the only token left)
+            keep_bos = int(self.bos is not None and prompt[0] == self.bos and t.max_prompt_length > 1)
+            prompt = prompt[:keep_bos] + prompt[len(prompt) - t.max_prompt_length + keep_bos:]
         room = t.max_length - len(prompt)
         if room < 2:  # 3. no room for one content token + EOS
             raise DataError(
                 where[0], where[1], "prompt",
                 f"{len(prompt)} tokens leave no room for a response within max_length={t.max_length}",
                 "Raise --max_length, set --max_prompt_length to truncate prompts from the left, or " + SKIP_HINT[0].lower() + SKIP_HINT[1:],
+                reason="too long for max_length",
             )
         fitted = [r if len(r) <= room else r[: room - 1] + [self.eos] for r in responses]  # 2.
         return prompt, fitted
