@@ -228,3 +228,16 @@ def test_parquet_empty_cell_is_a_missing_field(tmp_path):
     loaded = load_records(str(path), skip_invalid=True)
     assert loaded.records == STANDARD_RECORDS[:1]
     assert dict(loaded.skips.counts) == {"chosen: missing": 1}
+
+
+def test_conversational_rows_with_implicit_prompt(tmp_path, byte_tok):
+    """TRL's implicit-prompt layout: chosen/rejected are whole conversations sharing their first turns."""
+    user = {"role": "user", "content": "Hi?"}
+    row = {"chosen": [user, {"role": "assistant", "content": "Hello."}],
+           "rejected": [user, {"role": "assistant", "content": "Go away."}], "id": 7}
+    data = write_jsonl(tmp_path / "implicit.jsonl", [row])
+    loaded = load_records(str(data), tokenizer=byte_tok)
+    rec = loaded.records[0]
+    assert loaded.fmt == "conversational"
+    assert (rec["prompt"], rec["chosen"], rec["rejected"]) == ("<|user|>Hi?\n<|assistant|>", "Hello.\n", "Go away.\n")
+    assert rec["id"] == 7 and isinstance(rec["chosen"], str)

@@ -33,8 +33,8 @@ def detect_format(record: dict) -> str:
     if "completion" in keys and "label" in keys:
         return "unpaired"
     if {"chosen", "rejected"} <= keys:
-        if "prompt" not in keys:
-            return "hh"
+        if "prompt" not in keys:  # the prompt is inside the transcripts
+            return "conversational" if isinstance(record["chosen"], list) else "hh"
         return "conversational" if isinstance(record["prompt"], list) else "standard"
     raise ValueError(
         f"cannot tell the row format from its columns {sorted(keys)}; expected one of: "
@@ -119,6 +119,8 @@ class Normaliser:
     def _render_conversation(self, row: int, raw: dict) -> dict[str, str]:
         """Render message lists with the chat template; a response is the text after the prompt."""
         tok = self.tokenizer
+        if "prompt" not in raw:
+            raw = self._split_implicit_prompt(row, raw)
         for f in ("prompt", "chosen", "rejected"):
             msgs = raw.get(f)
             if not isinstance(msgs, list) or not msgs or not all(
@@ -139,6 +141,19 @@ class Normaliser:
                 )
             out[f] = full[len(prompt):]
         return out
+
+    def _split_implicit_prompt(self, row: int, raw: dict) -> dict:
+        """TRL's implicit-prompt rows: the prompt is the messages chosen and rejected share."""
+        chosen, rejected = raw.get("chosen"), raw.get("rejected")
+        for f, msgs in (("chosen", chosen), ("rejected", rejected)):
+            if not isinstance(msgs, list) or not msgs:
+                raise DataError(self.source, row, f, "expected a non-empty list of {role, content} messages", SKIP_HINT)
+        n = 0
+        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+            n += 1
+        if n == 0:
+            raise DataError(self.source, row, "chosen", "shares no leading messages with 'rejected', so there is no prompt", SKIP_HINT)
+        return {**raw, "prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}
 
     def _split_hh(self, row: int, raw: dict) -> dict[str, str]:
         """HH transcripts: the prompt is the shared prefix up to and including the last '\\n\\nAssistant:'."""
