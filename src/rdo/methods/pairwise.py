@@ -1,42 +1,20 @@
-"""The algorithm registry: a method name -> what data it needs, how it uses the reference, its loss.
+"""Pairwise methods on (prompt, chosen, rejected): DPO, IPO (with a reference) and SimPO (without).
 
-Each method's `step` runs the policy forward for a batch and returns per-unit losses together with
-the weight of each unit (a pair for DPO/IPO/SimPO), plus an optional unweighted extra term and
-metrics. The trainer applies `weights * losses` in its single reduction; no loss sees a weight.
+Chosen and rejected go through the policy in one concatenated forward (rows [0, B) and [B, 2B)).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from rdo import losses as L
 from rdo.data.collate import PairCollator
 from rdo.logps import forward_logps
+from rdo.methods.base import Method, StepOutput
 
+PAIR_FIELDS = ("input_ids", "attention_mask", "loss_mask", "rdo_weight")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
-@dataclass
-class StepOutput:
-    losses: torch.Tensor  # per unit, e.g. (B,) pairs
-    weights: torch.Tensor  # same shape as losses
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-    extra: torch.Tensor | None = None  # unweighted scalar added after the weighted mean (e.g. RRHF's SFT term)
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    data_kind: str  # "pair", "ranked" or "unpaired": the canonical record it trains on
-    needs_reference: bool
-    ref_columns: tuple[str, ...]  # per-row reference values cached by precomputation
-    make_collator: Callable[[int, int], Callable]  # (pad_id, pad_to_multiple_of) -> collator
-    step: Callable  # (args, model, batch, reference) -> StepOutput
-    ref_step: Callable | None = None  # (model, batch) -> {column: (B,)} under inference_mode
-
-
-# --- pairwise methods ------------------------------------------------------------------------
 
 def pair_reference(model, batch) -> dict[str, torch.Tensor]:
     logps, _ = forward_logps(model, batch)  # (2B,)
@@ -78,17 +56,23 @@ def ipo_step(args, model, batch, reference) -> StepOutput:
     return StepOutput(losses, w, _pair_metrics(cr, rr, chosen, rejected, w))
 
 
+def simpo_step(args, model, batch, reference) -> StepOutput:
+    """SimPO+rc: reference-free, on log-probs averaged over each response's tokens."""
+    logps, lengths = forward_logps(model, batch)  # (2B,), (2B,)
+    avg_logps = logps / lengths.clamp(min=1)  # (2B,)
+    chosen, rejected = avg_logps.chunk(2)  # (B,), (B,)
+    losses, cr, rr = L.simpo_loss(chosen, rejected, args.beta, args.simpo_gamma, args.label_smoothing)
+    w = batch["rdo_weight"]
+    sum_chosen, sum_rejected = logps.chunk(2)
+    return StepOutput(losses, w, _pair_metrics(cr, rr, sum_chosen, sum_rejected, w))
+
+
 def _pair_collator(pad_id: int, multiple_of: int):
     return PairCollator(pad_id, multiple_of)
 
 
-REGISTRY: dict[str, Method] = {
-    "dpo": Method("dpo", "pair", True, ("ref_chosen_logps", "ref_rejected_logps"), _pair_collator, dpo_step, pair_reference),
-    "ipo": Method("ipo", "pair", True, ("ref_chosen_logps", "ref_rejected_logps"), _pair_collator, ipo_step, pair_reference),
-}
-
-
-def get_method(name: str) -> Method:
-    if name not in REGISTRY:
-        raise ValueError(f"method {name!r} is not available; choose one of {sorted(REGISTRY)}")
-    return REGISTRY[name]
+DPO = Method("dpo", ("pair",), PAIR_FIELDS, _pair_collator, dpo_step,
+             needs_reference=True, ref_columns=REF_COLUMNS, ref_step=pair_reference)
+IPO = Method("ipo", ("pair",), PAIR_FIELDS, _pair_collator, ipo_step,
+             needs_reference=True, ref_columns=REF_COLUMNS, ref_step=pair_reference)
+SIMPO = Method("simpo", ("pair",), PAIR_FIELDS, _pair_collator, simpo_step)
