@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from rdo.methods.base import Method, StepOutput
 from rdo.methods.pairwise import DPO, IPO, SIMPO
+from rdo.methods.rrhf import RRHF
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (DPO, IPO, SIMPO)}
+REGISTRY: dict[str, Method] = {m.name: m for m in (DPO, IPO, RRHF, SIMPO)}
 
 __all__ = ["REGISTRY", "Method", "StepOutput", "get_method"]
 
