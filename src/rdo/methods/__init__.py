@@ -6,10 +6,11 @@ One trainer serves every method (`rdo.trainer.RDOTrainer`); a method is data, no
 from __future__ import annotations
 
 from rdo.methods.base import Method, StepOutput
+from rdo.methods.kto import KTO
 from rdo.methods.pairwise import DPO, IPO, SIMPO
 from rdo.methods.rrhf import RRHF
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (DPO, IPO, RRHF, SIMPO)}
+REGISTRY: dict[str, Method] = {m.name: m for m in (DPO, IPO, RRHF, KTO, SIMPO)}
 
 __all__ = ["REGISTRY", "Method", "StepOutput", "get_method"]
 
