@@ -9,9 +9,10 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from rdo.coefficients import format_stats
+from rdo.coefficients import format_stats, ranked_weights
 from rdo.config import AlignConfig
-from rdo.data import load_records
+from rdo.data import DataError, load_records
+from rdo.data.convert import convert_records, row_key
 from rdo.data.tokenize import Encoder, encode_records
 from rdo.methods import Method, get_method
 from rdo.models import add_lora, load_causal_lm, load_tokenizer
@@ -21,36 +22,69 @@ log = logging.getLogger("rdo.align")
 
 
 def prepare_features(cfg: AlignConfig, method: Method, tokenizer) -> tuple[list[dict], dict]:
-    """Load, validate and tokenise the data, then attach each row's weight. Returns (features, report)."""
+    """Load, validate and tokenise the data, then attach each unit's weight. Returns (features, report).
+
+    Pairs are converted first when the method trains on another kind (RRHF: ranked, KTO: unpaired).
+    """
+    coef_column = cfg.coef_column if cfg.uses_coefficients else None
     loaded = load_records(
         cfg.dataset_name, split=cfg.dataset_split, tokenizer=tokenizer,
-        coef_column=cfg.coef_column if cfg.uses_coefficients else None, skip_invalid=cfg.skip_invalid,
+        coef_column=coef_column, skip_invalid=cfg.skip_invalid,
     )
-    if loaded.kind != method.data_kind:
+    if loaded.kind not in method.data_kinds:
         raise ValueError(
             f"{cfg.dataset_name}: {loaded.fmt} rows ({loaded.kind}) cannot train --method {method.name}, "
-            f"which needs {method.data_kind} rows"
+            f"which needs {' or '.join(method.data_kinds)} rows"
         )
+    records = convert_records(loaded.records, loaded.kind, method.data_kind, coef_column)
     features = encode_records(
-        loaded.records, Encoder(tokenizer, cfg.truncation), loaded.kind, cfg.dataset_name,
+        records, Encoder(tokenizer, cfg.truncation), method.data_kind, cfg.dataset_name,
         skip_invalid=cfg.skip_invalid, skips=loaded.skips,
     )
     if not features:
         raise ValueError(f"{cfg.dataset_name}: no rows left to train on.\n{loaded.skips.summary()}")
     report = {"rows_read": len(loaded.records) + loaded.skips.total, "format": loaded.fmt, "skipped": loaded.skips.as_dict()}
+    if loaded.kind != method.data_kind:
+        report["converted"] = f"{loaded.kind} -> {method.data_kind}"
     if loaded.skips.total:
         log.warning("%s", loaded.skips.summary())
     # Weights are fixed here, over the whole dataset, before any shuffling or sharding.
-    by_row = {r["rdo_row"]: r for r in loaded.records}
-    reward_diffs = [by_row[f["rdo_row"]][cfg.coef_column] if cfg.uses_coefficients else 0.0 for f in features]
-    weights, keep, stats = cfg.policy.weights(reward_diffs)
-    for f, w in zip(features, weights.tolist()):
+    by_key = {row_key(r): r for r in records}
+    sources = [by_key[row_key(f)] for f in features]
+    if method.data_kind == "ranked":
+        weights, keep, stats = _ranked_weights(cfg, sources, coef_column)
+    else:
+        reward_diffs = [r[coef_column] if coef_column else 0.0 for r in sources]
+        weights, keep, stats = cfg.policy.weights(reward_diffs)
+        weights, keep = weights.tolist(), keep.tolist()
+    for f, w in zip(features, weights):
         f["rdo_weight"] = w
-    features = [f for f, k in zip(features, keep.tolist()) if k]
+    features = [f for f, k in zip(features, keep) if k]
+    if method.prepare is not None:
+        features = method.prepare(features, cfg)
     report["coefficients"] = stats
     report["rows_trained"] = len(features)
     log.info("%s", format_stats(stats))
     return features, report
+
+
+def _ranked_weights(cfg: AlignConfig, records: list[dict], coef_column: str | None):
+    """Per-row K x K pair weights: from the coefficient column when rows carry it, else from the scores."""
+    has = [coef_column is not None and coef_column in r for r in records]
+    if any(has) and not all(has):
+        r = records[has.index(False)]
+        raise DataError(
+            cfg.dataset_name, r["rdo_row"], coef_column,
+            "missing here but present on other rows; R must come from one source for the whole dataset",
+            "Add it to every row, or drop the column so R is taken from the scores",
+        )
+    if coef_column is not None and not any(has):
+        log.info("coefficients: no %r column on the ranked rows; R_ij = scores[j] - scores[i]", coef_column)
+    diffs = [r[coef_column] if h else None for r, h in zip(records, has)]
+    weights, keep, stats = ranked_weights(cfg.policy, [r["scores"] for r in records], diffs)
+    stats["unit"] = "ranked pair"
+    stats["source"] = coef_column if any(has) else "scores"
+    return weights, keep, stats
 
 
 def align(cfg: AlignConfig) -> dict:

@@ -86,6 +86,33 @@ class CoefficientPolicy:
         return w.float(), keep, stats
 
 
+def ranked_weights(
+    policy: CoefficientPolicy, scores: list[list[float]], reward_diffs: list[list[list[float]] | None]
+) -> tuple[list[list[list[float]]], list[bool], dict]:
+    """RRHF+rc: a weight for every ordered pair (i, j) with scores[i] < scores[j] of every ranked row.
+
+    `reward_diffs[n]` is row n's K x K matrix with [i][j] = R for "response j beats response i",
+    or None, and then R_ij = scores[j] - scores[i] (the scores being the reward model's). The policy
+    sees the flat list of all used pairs of the dataset, so `normalize="mean"` gives mean 1 over
+    pairs. Returns (per-row K x K weights, 0 where unused or dropped; per-row keep, False when
+    all of a row's pairs were dropped; statistics over pairs).
+    """
+    flat, where = [], []
+    for n, (s, diffs) in enumerate(zip(scores, reward_diffs)):
+        for i, s_i in enumerate(s):
+            for j, s_j in enumerate(s):
+                if s_i < s_j:  # j is better: the pair RRHF ranks
+                    flat.append(s_j - s_i if diffs is None else diffs[i][j])
+                    where.append((n, i, j))
+    w, keep, stats = policy.weights(flat)
+    out = [[[0.0] * len(s) for _ in s] for s in scores]
+    row_keep = [False] * len(scores)
+    for (n, i, j), w_ij, k in zip(where, w.tolist(), keep.tolist()):
+        out[n][i][j] = w_ij
+        row_keep[n] = row_keep[n] or k
+    return out, row_keep, stats
+
+
 def _summary(x: torch.Tensor) -> dict:
     q = torch.quantile(x, torch.tensor(QUANTILES, dtype=x.dtype)).tolist()
     out = {"mean": float(x.mean()), "std": float(x.std()) if x.numel() > 1 else 0.0}

@@ -22,19 +22,25 @@ def arg(default, help: str, **kw):
 
 
 METHODS = ("dpo", "ipo", "rrhf", "kto", "simpo")
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "simpo": 2.0, "rrhf": 0.1}  # β's scale differs by method
 
 
 @dataclass
 class AlignConfig(TrainingArguments):
-    """`rdo align`: offline preference optimisation (DPO/IPO/...) with reward difference coefficients."""
+    """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
     dataset_name: str | None = arg(None, "Preference data: .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.")
     dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
-    method: str = arg("dpo", "Alignment loss.", choices=list(METHODS))
-    beta: float = arg(0.1, "β: strength of the implicit KL penalty (DPO/IPO/KTO), reward scale for SimPO.")
-    label_smoothing: float = arg(0.0, "Conservative DPO: assumed fraction ε of flipped labels (0 = plain DPO).")
+    method: str = arg("dpo", "Alignment loss: dpo/ipo/simpo train on pairs, rrhf on ranked rows (or pairs), kto on unpaired rows (or pairs).", choices=list(METHODS))
+    beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO (default 0.1); reward scale for SimPO (default 2.0); unused by RRHF.")
+    label_smoothing: float = arg(0.0, "Conservative DPO/SimPO: assumed fraction ε of flipped labels (0 = the plain loss).")
     ipo_average_log_ratios: bool = arg(True, "IPO: average log-ratios per token (TRL's convention) instead of summing.")
+    simpo_gamma: float = arg(0.5, "SimPO: target reward margin γ, in reward units (after scaling by β).")
+    rrhf_length_penalty: float = arg(1.0, "RRHF: a response's score is its summed log-prob / length^this (0 = summed).")
+    rrhf_sft_weight: float = arg(1.0, "RRHF: weight of the SFT cross-entropy on each prompt's best-scored response.")
+    kto_desirable_weight: float = arg(1.0, "KTO: λ_D, the loss weight of desirable examples.")
+    kto_undesirable_weight: float = arg(1.0, "KTO: λ_U, the loss weight of undesirable examples.")
     # --- reward difference coefficients (paper Eq. 2) ---
     alpha: float = arg(0.5, "Exponent α on the reward difference R: weight = R^α. 0 = the plain method, exactly.")
     coef_column: str = arg("rdo_reward_diff", "Column holding the raw reward difference R (written by `rdo score`).")
@@ -75,8 +81,16 @@ class AlignConfig(TrainingArguments):
             raise ValueError(f"--method {self.method!r}: choose one of {METHODS}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"--label_smoothing {self.label_smoothing} must be in [0, 0.5)")
+        if self.beta is None:
+            self.beta = DEFAULT_BETA[self.method]
         if self.beta <= 0:
             raise ValueError(f"--beta {self.beta} must be > 0")
+        if self.rrhf_length_penalty < 0:
+            raise ValueError(f"--rrhf_length_penalty {self.rrhf_length_penalty} must be >= 0 (0 ranks by summed log-probs)")
+        if self.rrhf_sft_weight < 0:
+            raise ValueError(f"--rrhf_sft_weight {self.rrhf_sft_weight} must be >= 0 (0 turns the SFT term off)")
+        if self.kto_desirable_weight <= 0 or self.kto_undesirable_weight <= 0:
+            raise ValueError("--kto_desirable_weight and --kto_undesirable_weight must be > 0")
         self.policy  # validates alpha / coef_* now, with their messages
         self.truncation
 

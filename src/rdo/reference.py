@@ -2,7 +2,8 @@
 
 With the reference values stored as columns of the dataset, training holds one model, not two.
 The cache is keyed by a hash of the reference model, the method's reference columns and every
-token id, and indexed by `rdo_row`, so a reordered or filtered dataset still finds its own values.
+token id, and indexed by (`rdo_row`, `rdo_example`), so a reordered or filtered dataset still finds
+its own values (`rdo_example` tells apart the two KTO examples made from one pair).
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from rdo.data.convert import row_key
+
 log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ("rdo_row", "rdo_example")
 
 
 def cache_path(cache_dir: Path, model_id: str, columns: tuple[str, ...], features: list[dict]) -> Path:
     h = hashlib.sha256()
     h.update(json.dumps({"model": model_id, "columns": columns}).encode())
     for f in features:
-        h.update(json.dumps([f["rdo_row"], {k: v for k, v in f.items() if k.endswith("_ids")}], sort_keys=True).encode())
+        h.update(json.dumps([row_key(f), {k: v for k, v in f.items() if k.endswith("_ids")}], sort_keys=True).encode())
     return cache_dir / f"rdo-ref-logps-{h.hexdigest()[:16]}.pt"
 
 
@@ -60,17 +65,19 @@ def compute_reference(model, features: list[dict], collator, ref_step, batch_siz
 
 def load_or_compute(path: Path, model_fn, features, collator, ref_step, batch_size, device) -> dict[str, list[float]]:
     """Read cached values for exactly these rows, or compute them (with `model_fn()`) and write the cache."""
-    rows = [f["rdo_row"] for f in features]
+    keys = [row_key(f) for f in features]
     if path.exists():
         cached = torch.load(path, weights_only=True)
-        by_row = {r: i for i, r in enumerate(cached["rdo_row"].tolist())}
-        if all(r in by_row for r in rows):
+        examples = cached.get("rdo_example", torch.zeros_like(cached["rdo_row"])).tolist()
+        by_key = {k: i for i, k in enumerate(zip(cached["rdo_row"].tolist(), examples))}
+        if all(k in by_key for k in keys):
             log.info("reference log-probs: using cache %s", path)
-            return {c: [float(cached[c][by_row[r]]) for r in rows] for c in cached if c != "rdo_row"}
+            return {c: [float(cached[c][by_key[k]]) for k in keys] for c in cached if c not in KEY_COLUMNS}
     values = compute_reference(model_fn(), features, collator, ref_step, batch_size, device)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"rdo_row": torch.tensor(rows), **{c: torch.tensor(v, dtype=torch.float64) for c, v in values.items()}}, tmp)
+    key_columns = {"rdo_row": torch.tensor([k[0] for k in keys]), "rdo_example": torch.tensor([k[1] for k in keys])}
+    torch.save({**key_columns, **{c: torch.tensor(v, dtype=torch.float64) for c, v in values.items()}}, tmp)
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache
     log.info("reference log-probs: cached to %s", path)
     return values

@@ -47,27 +47,31 @@ class RDOTrainer(Trainer):
     # --- loss --------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        missing = [k for k in self.method.batch_fields if k not in inputs]
+        if missing:
+            raise RuntimeError(f"{self.method.name}: the batch lacks {missing}; its collator must produce them")
         out: StepOutput = self.method.step(self.args, model, inputs, self.reference)
         if out.losses.shape != out.weights.shape:
             raise RuntimeError(f"{self.method.name}: losses {tuple(out.losses.shape)} vs weights {tuple(out.weights.shape)}")
-        n_units = out.losses.shape[0]
+        n_units = out.losses.shape[0]  # rows of the batch: pairs, prompts (RRHF sums their pairs) or examples
         loss = (out.weights.to(out.losses.dtype) * out.losses).sum() / n_units  # the one weighted reduction
         if out.extra is not None:
             loss = loss + out.extra
         mode = "train" if model.training else "eval"
-        self._record(mode, out, loss)
+        self._record(mode, out)
         return (loss, {}) if return_outputs else loss
 
-    def _record(self, mode: str, out: StepOutput, loss: torch.Tensor) -> None:
-        metrics = self._metrics[mode]
-        metrics["loss/unweighted"].append(self._mean(out.losses.detach()))
-        for name, value in out.metrics.items():
-            metrics[name].append(self._mean(value.detach().float()))
-
-    def _mean(self, t: torch.Tensor) -> float:
-        """Mean over all processes (each rank holds a slice of the batch)."""
-        t = t.float().mean().reshape(1)
-        return self.accelerator.gather_for_metrics(t).mean().item()
+    def _record(self, mode: str, out: StepOutput) -> None:
+        """Store this step's metrics, each the mean over its elements on all processes."""
+        per_row = out.losses.detach().reshape(out.losses.shape[0], -1).sum(1)  # (B,); RRHF: a prompt's pairs summed
+        values = {"loss/unweighted": per_row, **out.metrics}
+        # One gather per step: (sum, count) of every metric; a metric may be empty on some ranks.
+        sums = torch.stack([torch.stack([v.detach().float().sum(), v.new_tensor(v.numel(), dtype=torch.float32)])
+                            for v in values.values()])  # (M, 2)
+        sums = self.accelerator.gather(sums.unsqueeze(0)).sum(0)  # (M, 2) over processes
+        for name, (total, count) in zip(values, sums.tolist()):
+            if count > 0:
+                self._metrics[mode][name].append(total / count)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

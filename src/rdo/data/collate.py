@@ -1,8 +1,15 @@
 """Batches that keep every per-row value (weight, reference log-probs, row id) on its own row.
 
-Pairs are laid out for one concatenated forward: rows [0, B) are prompt+chosen, rows [B, 2B) are
-prompt+rejected, right-padded. `loss_mask` is 1 exactly on the response tokens (EOS included),
-aligned with `input_ids`; log-prob code shifts it by one.
+Every layout is one stack of right-padded prompt+response sequences for a single forward:
+
+- pairs:    rows [0, B) are prompt+chosen, rows [B, 2B) are prompt+rejected;
+- ranked:   all K_b responses of prompt b, prompt by prompt: (sum_b K_b, T), with a (B, Kmax)
+            `response_mask` saying which slots of the padded (B, Kmax) layout are real;
+- unpaired: rows [0, B) are prompt+completion, rows [B, 2B) are prompt+KL completion (a fixed
+            mismatched completion, for KTO's reference point).
+
+`loss_mask` is 1 exactly on the response tokens (EOS included), aligned with `input_ids`;
+log-prob code shifts it by one.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import torch
 
 # Per-row scalars that ride along with each example, if present in the features.
-ROW_FLOATS = ("rdo_weight", "ref_chosen_logps", "ref_rejected_logps")
+ROW_FLOATS = ("rdo_weight", "ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
 
 
 def pad_sequences(seqs: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +51,54 @@ class PairCollator:
         prompts = [f["prompt_ids"] for f in features]
         responses = [f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features]
         batch = prompt_response_batch(prompts + prompts, responses, self.pad_id, self.multiple_of)
+        batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features], dtype=torch.long)  # (B,)
+        for key in ROW_FLOATS:
+            if key in features[0]:
+                batch[key] = torch.tensor([float(f[key]) for f in features], dtype=torch.float32)  # (B,)
+        return batch
+
+
+class RankedCollator:
+    """Collates ranked rows (K_b responses each, K_b may differ) into one forward plus (B, Kmax) masks.
+
+    `rdo_weight` is per ordered pair: row b's K_b x K_b matrix, zero-padded to (B, Kmax, Kmax).
+    """
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
+        self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict:
+        prompts = [f["prompt_ids"] for f in features for _ in f["responses_ids"]]
+        responses = [r for f in features for r in f["responses_ids"]]
+        batch = prompt_response_batch(prompts, responses, self.pad_id, self.multiple_of)  # (sum K, T)
+        k_max = max(len(f["responses_ids"]) for f in features)
+        response_mask = torch.zeros(len(features), k_max, dtype=torch.bool)  # (B, Kmax)
+        scores = torch.zeros(len(features), k_max, dtype=torch.float32)  # (B, Kmax)
+        weights = torch.zeros(len(features), k_max, k_max, dtype=torch.float32)  # (B, Kmax, Kmax)
+        for b, f in enumerate(features):
+            k = len(f["responses_ids"])
+            response_mask[b, :k] = True
+            scores[b, :k] = torch.tensor(f["scores"], dtype=torch.float32)
+            if "rdo_weight" in f:
+                weights[b, :k, :k] = torch.tensor(f["rdo_weight"], dtype=torch.float32)
+        batch.update(response_mask=response_mask, scores=scores)
+        if "rdo_weight" in features[0]:
+            batch["rdo_weight"] = weights
+        batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features], dtype=torch.long)  # (B,)
+        return batch
+
+
+class UnpairedCollator:
+    """Collates pointwise examples: rows [0, B) prompt+completion, rows [B, 2B) prompt+KL completion."""
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
+        self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict:
+        prompts = [f["prompt_ids"] for f in features]
+        responses = [f["completion_ids"] for f in features] + [f["kl_completion_ids"] for f in features]
+        batch = prompt_response_batch(prompts + prompts, responses, self.pad_id, self.multiple_of)  # (2B, T)
+        batch["label"] = torch.tensor([bool(f["label"]) for f in features], dtype=torch.bool)  # (B,) desirable
         batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features], dtype=torch.long)  # (B,)
         for key in ROW_FLOATS:
             if key in features[0]:

@@ -103,9 +103,17 @@ class Normaliser:
     def _check_coef(self, row: int, raw: dict) -> None:
         value = raw.get(self.coef_column)
         if value is None:
+            if self.fmt == "ranked":  # R then comes from the reward model's scores: R_ij = s_j - s_i
+                return
             raise DataError(self.source, row, self.coef_column, "missing coefficient", SKIP_HINT + "; or score the data with `rdo score`")
-        if isinstance(value, list):  # ranked rows carry one coefficient per ordered pair
-            values = value
+        if self.fmt == "ranked":  # one R per ordered pair: a K x K matrix, [i][j] = R for "j beats i"
+            k = len(raw["responses"])
+            if not (isinstance(value, list) and len(value) == k and all(isinstance(v, list) and len(v) == k for v in value)):
+                raise DataError(
+                    self.source, row, self.coef_column,
+                    f"expected a {k} x {k} list of lists (one per ordered pair of the {k} responses), got {value!r}", SKIP_HINT,
+                )
+            values = [v for line in value for v in line]
         else:
             values = [value]
         for v in values:

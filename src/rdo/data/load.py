@@ -30,7 +30,8 @@ def load_records(
 ) -> Loaded:
     """Read `source`, detect its format from the first row, normalise and validate every row.
 
-    `coef_column` names a column every row must carry as a finite number (None: not required).
+    `coef_column` names a column every row must carry as a finite number (None: not required);
+    ranked rows carry it as a K x K matrix, or leave it out so R comes from their scores.
     Bad rows raise `DataError` (file, row, field) unless `skip_invalid`, which counts them instead.
     """
     skips = SkipReport()

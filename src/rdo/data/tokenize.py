@@ -96,6 +96,8 @@ class Encoder:
         else:
             raise ValueError(f"unknown record kind {kind!r}")
         out["rdo_row"] = record["rdo_row"]
+        if "rdo_example" in record:  # a pair split into two pointwise examples (KTO)
+            out["rdo_example"] = record["rdo_example"]
         out["length"] = len(prompt) + longest
         return out
 

@@ -1,0 +1,39 @@
+"""What a method is: the record kind it trains on, the batch fields its step reads, and its step.
+
+A step runs the policy forward for a batch and returns per-unit losses (a pair for DPO/IPO/SimPO,
+an ordered response pair for RRHF, a pointwise example for KTO) together with each unit's weight.
+The trainer applies `weights * losses` in its single reduction; no loss sees a weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class StepOutput:
+    losses: torch.Tensor  # per unit; the first dim is the batch: (B,) pairs/examples, (B, K, K) RRHF pairs
+    weights: torch.Tensor  # same shape as losses
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # any shape; averaged over elements
+    extra: torch.Tensor | None = None  # unweighted scalar added after the weighted reduction (RRHF's SFT term)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    data_kinds: tuple[str, ...]  # canonical record kinds it trains on; the first is native, others are converted
+    batch_fields: tuple[str, ...]  # batch keys `step` reads; its collator must produce them
+    make_collator: Callable[[int, int], Callable]  # (pad_id, pad_to_multiple_of) -> collator
+    step: Callable  # (args, model, batch, reference) -> StepOutput
+    needs_reference: bool = False
+    ref_columns: tuple[str, ...] = ()  # per-row reference values cached by precomputation
+    ref_step: Callable | None = None  # (model, batch) -> {column: (B,)} under inference_mode
+    prepare: Callable | None = None  # (features, cfg) -> features: last per-row set-up after weighting
+
+    @property
+    def data_kind(self) -> str:
+        """The record kind the method's collator takes (others are converted to it first)."""
+        return self.data_kinds[0]

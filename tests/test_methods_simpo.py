@@ -1,0 +1,112 @@
+"""SimPO+rc in `rdo align` (reference-free, averaged log-probs), the per-method config fields, and
+the trainer's check that a batch holds the fields its method declares."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rdo.config import AlignConfig
+from rdo.data.collate import PairCollator
+from rdo.data.tokenize import Encoder, Truncation
+from rdo.losses import simpo_loss
+from rdo.methods import get_method
+from rdo.methods.pairwise import simpo_step
+from rdo.trainer import RDOTrainer
+
+from conftest import run_align, step_logs, synthetic_pairs, write_jsonl
+
+
+def _avg_logp_alone(model, prompt, response) -> torch.Tensor:
+    ids = torch.tensor([prompt + response])
+    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1], dim=-1)
+    positions = torch.arange(len(prompt) - 1, len(prompt) + len(response) - 1)
+    return logprobs[positions, torch.tensor(response)].mean()
+
+
+def test_step_matches_pairs_computed_alone(tiny_model, tokenizer):
+    from rdo.models import load_causal_lm
+
+    model = load_causal_lm(str(tiny_model), "float32").eval()
+    enc = Encoder(tokenizer, Truncation(64, 32))
+    features = [{**enc.encode({**r, "rdo_row": i}, "pair", "t"), "rdo_weight": float(i)}
+                for i, r in enumerate(synthetic_pairs(3, seed=4), start=1)]
+    out = simpo_step(SimpleNamespace(beta=2.0, simpo_gamma=0.5, label_smoothing=0.0), model,
+                     PairCollator(tokenizer.pad_token_id)(features), reference=None)
+    with torch.no_grad():
+        chosen = torch.stack([_avg_logp_alone(model, f["prompt_ids"], f["chosen_ids"]) for f in features])
+        rejected = torch.stack([_avg_logp_alone(model, f["prompt_ids"], f["rejected_ids"]) for f in features])
+    expected, _, _ = simpo_loss(chosen, rejected, beta=2.0, gamma=0.5)
+    torch.testing.assert_close(out.losses.detach(), expected, atol=1e-5, rtol=1e-5)
+    assert out.weights.tolist() == [1.0, 2.0, 3.0]
+    torch.testing.assert_close(out.metrics["rewards/margins"], 2.0 * (chosen - rejected), atol=1e-5, rtol=1e-5)
+
+
+def test_simpo_trains_without_a_reference(tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(24))
+    metrics = run_align(tiny_model, data, tmp_path / "out", "simpo", "--num_train_epochs", "4")
+    logs = step_logs(metrics)
+    assert len(logs) == 24
+    for key in ("rewards/margins", "rewards/accuracies", "rewards/chosen", "logps/chosen", "weights/mean"):
+        assert all(key in e for e in logs), key
+    first, last = logs[:6], logs[-6:]
+    mean = lambda entries, key: sum(e[key] for e in entries) / len(entries)  # noqa: E731
+    assert mean(last, "loss") < mean(first, "loss")
+    assert mean(last, "rewards/margins") > mean(first, "rewards/margins")
+    assert not list(tmp_path.glob("rdo-ref-logps-*.pt"))  # no reference model, nothing precomputed
+    assert "reference_cache" not in metrics["data"]
+
+
+def test_alpha_zero_is_plain_simpo_step_by_step(tiny_model, tmp_path):
+    with_coef = synthetic_pairs(12)
+    without = [{k: v for k, v in r.items() if k != "rdo_reward_diff"} for r in with_coef]
+    flags = ("--num_train_epochs", "2")
+    plain = step_logs(run_align(tiny_model, write_jsonl(tmp_path / "a.jsonl", without), tmp_path / "a", "simpo", "--alpha", "0", *flags))
+    zero = step_logs(run_align(tiny_model, write_jsonl(tmp_path / "b.jsonl", with_coef), tmp_path / "b", "simpo", "--alpha", "0", *flags))
+    rc = step_logs(run_align(tiny_model, tmp_path / "b.jsonl", tmp_path / "c", "simpo", "--alpha", "1", *flags))
+    assert [e["loss"] for e in zero] == [e["loss"] for e in plain]  # exactly
+    assert [e["loss"] for e in rc] != [e["loss"] for e in plain]
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and trainer plumbing shared by the methods
+# ---------------------------------------------------------------------------------------------
+
+
+def _cfg(tmp_path, **kw):
+    return AlignConfig(output_dir=str(tmp_path), model_name_or_path="m", dataset_name="d.jsonl", use_cpu=True,
+                       report_to="none", **kw)
+
+
+@pytest.mark.parametrize("method,beta", [("dpo", 0.1), ("ipo", 0.1), ("kto", 0.1), ("simpo", 2.0), ("rrhf", 0.1)])
+def test_beta_default_depends_on_the_method(tmp_path, method, beta):
+    assert _cfg(tmp_path, method=method).beta == beta
+    assert _cfg(tmp_path, method=method, beta=0.7).beta == 0.7
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("rrhf_length_penalty", -1.0, "rrhf_length_penalty"),
+    ("rrhf_sft_weight", -0.1, "rrhf_sft_weight"),
+    ("kto_desirable_weight", 0.0, "kto_desirable_weight"),
+    ("kto_undesirable_weight", -1.0, "kto_undesirable_weight"),
+])
+def test_method_fields_are_validated(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        _cfg(tmp_path, **{field: value})
+
+
+def test_method_data_kinds_are_checked(tiny_model, tmp_path):
+    from rdo.cli import main
+
+    data = write_jsonl(tmp_path / "ranked.jsonl", [{"prompt": "q", "responses": ["a", "b"], "scores": [0, 1]}])
+    with pytest.raises(ValueError, match="cannot train --method simpo, which needs pair rows"):
+        main(["align", "--model_name_or_path", str(tiny_model), "--dataset_name", str(data), "--output_dir",
+              str(tmp_path / "o"), "--method", "simpo", "--alpha", "0", "--use_cpu", "true", "--report_to", "none"])
+
+
+def test_trainer_refuses_a_batch_without_the_declared_fields():
+    trainer = SimpleNamespace(method=get_method("simpo"))
+    with pytest.raises(RuntimeError, match=r"simpo: the batch lacks \['loss_mask', 'rdo_weight'\]"):
+        RDOTrainer.compute_loss(trainer, None, {"input_ids": 0, "attention_mask": 0})
