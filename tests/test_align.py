@@ -218,3 +218,14 @@ def test_cli_reports_bad_settings_without_traceback(capsys, tmp_path):
     code = main(["align", "--model_name_or_path", "m", "--dataset_name", "d.jsonl", "--output_dir", str(tmp_path), "--alpha", "-1"])
     assert code == 2
     assert "alpha=-1.0 must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_held_out_set_is_evaluated_unweighted(tiny_model, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", synthetic_pairs(32, seed=1))
+    held_out = write_jsonl(tmp_path / "test.jsonl", synthetic_pairs(12, seed=2, with_coef=False))  # no R needed
+    metrics = align(config(tiny_model, train, tmp_path / "o", eval_dataset_name=str(held_out), num_train_epochs=2))
+    ev = metrics["data"]["eval"]
+    assert {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_loss/unweighted"} <= set(ev)
+    assert ev["eval_loss"] == pytest.approx(ev["eval_loss/unweighted"], rel=1e-5)  # every eval weight is 1
+    assert metrics["data"]["eval_data"]["rows_trained"] == 12
+    assert sum("eval_loss" in h for h in metrics["log_history"]) >= 2  # each epoch, and at the end

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from rdo.coefficients import format_stats, ranked_weights
+from rdo.coefficients import CoefficientPolicy, format_stats, ranked_weights
 from rdo.config import AlignConfig
 from rdo.data import DataError, load_records
 from rdo.data.convert import convert_records, row_key
@@ -21,28 +21,32 @@ from rdo.reference import cache_path, default_cache_dir, load_or_compute
 log = logging.getLogger("rdo.align")
 
 
-def prepare_features(cfg: AlignConfig, method: Method, tokenizer) -> tuple[list[dict], dict]:
+def prepare_features(
+    cfg: AlignConfig, method: Method, tokenizer, *, source: str | None = None, split: str | None = None, weighted: bool = True
+) -> tuple[list[dict], dict]:
     """Load, validate and tokenise the data, then attach each unit's weight. Returns (features, report).
 
     Pairs are converted first when the method trains on another kind (RRHF: ranked, KTO: unpaired).
     """
-    coef_column = cfg.coef_column if cfg.uses_coefficients else None
+    source, split = source or cfg.dataset_name, split or cfg.dataset_split
+    policy = cfg.policy if weighted else CoefficientPolicy(alpha=0.0)  # held-out data is evaluated unweighted
+    coef_column = cfg.coef_column if policy.alpha != 0 else None
     loaded = load_records(
-        cfg.dataset_name, split=cfg.dataset_split, tokenizer=tokenizer,
+        source, split=split, tokenizer=tokenizer,
         coef_column=coef_column, skip_invalid=cfg.skip_invalid,
     )
     if loaded.kind not in method.data_kinds:
         raise ValueError(
-            f"{cfg.dataset_name}: {loaded.fmt} rows ({loaded.kind}) cannot train --method {method.name}, "
+            f"{source}: {loaded.fmt} rows ({loaded.kind}) cannot train --method {method.name}, "
             f"which needs {' or '.join(method.data_kinds)} rows"
         )
     records = convert_records(loaded.records, loaded.kind, method.data_kind, coef_column)
     features = encode_records(
-        records, Encoder(tokenizer, cfg.truncation), method.data_kind, cfg.dataset_name,
+        records, Encoder(tokenizer, cfg.truncation), method.data_kind, source,
         skip_invalid=cfg.skip_invalid, skips=loaded.skips,
     )
     if not features:
-        raise ValueError(f"{cfg.dataset_name}: no rows left to train on.\n{loaded.skips.summary()}")
+        raise ValueError(f"{source}: no rows left to train on.\n{loaded.skips.summary()}")
     report = {"rows_read": len(loaded.records) + loaded.skips.total, "format": loaded.fmt, "skipped": loaded.skips.as_dict()}
     if loaded.kind != method.data_kind:
         report["converted"] = f"{loaded.kind} -> {method.data_kind}"
@@ -52,10 +56,10 @@ def prepare_features(cfg: AlignConfig, method: Method, tokenizer) -> tuple[list[
     by_key = {row_key(r): r for r in records}
     sources = [by_key[row_key(f)] for f in features]
     if method.data_kind == "ranked":
-        weights, keep, stats = _ranked_weights(cfg, sources, coef_column)
+        weights, keep, stats = _ranked_weights(source, policy, sources, coef_column)
     else:
         reward_diffs = [r[coef_column] if coef_column else 0.0 for r in sources]
-        weights, keep, stats = cfg.policy.weights(reward_diffs)
+        weights, keep, stats = policy.weights(reward_diffs)
         weights, keep = weights.tolist(), keep.tolist()
     for f, w in zip(features, weights):
         f["rdo_weight"] = w
@@ -68,20 +72,20 @@ def prepare_features(cfg: AlignConfig, method: Method, tokenizer) -> tuple[list[
     return features, report
 
 
-def _ranked_weights(cfg: AlignConfig, records: list[dict], coef_column: str | None):
+def _ranked_weights(source: str, policy: CoefficientPolicy, records: list[dict], coef_column: str | None):
     """Per-row K x K pair weights: from the coefficient column when rows carry it, else from the scores."""
     has = [coef_column is not None and coef_column in r for r in records]
     if any(has) and not all(has):
         r = records[has.index(False)]
         raise DataError(
-            cfg.dataset_name, r["rdo_row"], coef_column,
+            source, r["rdo_row"], coef_column,
             "missing here but present on other rows; R must come from one source for the whole dataset",
             "Add it to every row, or drop the column so R is taken from the scores",
         )
     if coef_column is not None and not any(has):
         log.info("coefficients: no %r column on the ranked rows; R_ij = scores[j] - scores[i]", coef_column)
     diffs = [r[coef_column] if h else None for r, h in zip(records, has)]
-    weights, keep, stats = ranked_weights(cfg.policy, [r["scores"] for r in records], diffs)
+    weights, keep, stats = ranked_weights(policy, [r["scores"] for r in records], diffs)
     stats["unit"] = "ranked pair"
     stats["source"] = coef_column if any(has) else "scores"
     return weights, keep, stats
@@ -102,20 +106,16 @@ def align(cfg: AlignConfig) -> dict:
     features, report = prepare_features(cfg, method, tokenizer)
     model = load_causal_lm(cfg.model_name_or_path, cfg.torch_dtype)
 
-    ref_model = None
+    eval_features = None
+    if cfg.eval_dataset_name:
+        eval_features, report["eval_data"] = prepare_features(
+            cfg, method, tokenizer, source=cfg.eval_dataset_name, split=cfg.eval_dataset_split, weighted=False)
     if method.needs_reference and cfg.precompute_ref:
-        ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
-        path = cache_path(Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir(cfg.dataset_name),
-                          f"{ref_id}|{cfg.torch_dtype}", method.ref_columns, features)
-        model_fn = (lambda: load_causal_lm(ref_id, cfg.torch_dtype).to(cfg.device)) if cfg.ref_model_name_or_path else (lambda: model.to(cfg.device))
-        with cfg.main_process_first(desc="reference log-probs"):  # rank 0 computes and caches; the others read
-            values = load_or_compute(path, model_fn, features, collator, method.ref_step,
-                                     cfg.per_device_eval_batch_size, cfg.device)
-        for col, vals in values.items():
-            for f, v in zip(features, vals):
-                f[col] = v
-        report["reference_cache"] = str(path)
+        report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name)
+        if eval_features:
+            attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name)
 
+    ref_model = None
     if cfg.lora_r > 0:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     elif method.needs_reference and not cfg.precompute_ref:
@@ -124,10 +124,30 @@ def align(cfg: AlignConfig) -> dict:
 
     trainer = RDOTrainer(
         model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
+        eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
         processing_class=tokenizer, method=method, ref_model=ref_model,
     )
     result = trainer.train()
+    if eval_features:
+        report["eval"] = trainer.evaluate()
     return save_outputs(cfg, trainer, tokenizer, report, result.metrics)
+
+
+def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], model, collator, source: str) -> str:
+    """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path."""
+    ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
+    cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir(source)
+    path = cache_path(cache_dir, f"{ref_id}|{cfg.torch_dtype}", method.ref_columns, features)
+    if cfg.ref_model_name_or_path:
+        model_fn = lambda: load_causal_lm(ref_id, cfg.torch_dtype).to(cfg.device)  # noqa: E731
+    else:
+        model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
+    with cfg.main_process_first(desc="reference log-probs"):  # rank 0 computes and caches; the others read
+        values = load_or_compute(path, model_fn, features, collator, method.ref_step, cfg.per_device_eval_batch_size, cfg.device)
+    for col, vals in values.items():
+        for f, v in zip(features, vals):
+            f[col] = v
+    return str(path)
 
 
 def save_outputs(cfg: AlignConfig, trainer, tokenizer, report: dict, train_metrics: dict) -> dict:

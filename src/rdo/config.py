@@ -32,6 +32,8 @@ class AlignConfig(TrainingArguments):
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
     dataset_name: str | None = arg(None, "Preference data: .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.")
     dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
+    eval_dataset_name: str | None = arg(None, "Optional held-out preference data, evaluated unweighted (loss, reward accuracy and margins) at each evaluation.")
+    eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
     method: str = arg("dpo", "Alignment loss: dpo/ipo/simpo train on pairs, rrhf on ranked rows (or pairs), kto on unpaired rows (or pairs).", choices=list(METHODS))
     beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO (default 0.1); reward scale for SimPO (default 2.0); unused by RRHF.")
     label_smoothing: float = arg(0.0, "Conservative DPO/SimPO: assumed fraction ε of flipped labels (0 = the plain loss).")
@@ -72,6 +74,8 @@ class AlignConfig(TrainingArguments):
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("set --output_dir: where the trained model, config and metrics go")
+        if self.eval_dataset_name and str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
+            self.eval_strategy = "epoch"  # a held-out set is given to be evaluated
         super().__post_init__()
         if not self.model_name_or_path:
             raise ValueError("set --model_name_or_path to the policy model (a local folder or a hub id)")

@@ -26,7 +26,7 @@ class RDOTrainer(Trainer):
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         # We return a per-batch mean; let Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(lambda: [0.0, 0.0]), "eval": defaultdict(lambda: [0.0, 0.0])}
 
     # --- reference values ----------------------------------------------------------------------
 
@@ -70,8 +70,9 @@ class RDOTrainer(Trainer):
                             for v in values.values()])  # (M, 2)
         sums = self.accelerator.gather(sums.unsqueeze(0)).sum(0)  # (M, 2) over processes
         for name, (total, count) in zip(values, sums.tolist()):
-            if count > 0:
-                self._metrics[mode][name].append(total / count)
+            acc = self._metrics[mode][name]  # [sum, count] since the last log: a per-element mean, whatever the batch sizes
+            acc[0] += total
+            acc[1] += count
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -82,8 +83,8 @@ class RDOTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if mode == "eval" else ""
-        for name, values in self._metrics[mode].items():
-            if values:
-                logs[prefix + name] = sum(values) / len(values)
+        for name, (total, count) in self._metrics[mode].items():
+            if count > 0:
+                logs[prefix + name] = total / count
         self._metrics[mode].clear()
         super().log(logs, start_time)
