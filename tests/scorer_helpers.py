@@ -9,12 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import torch
 from conftest import write_jsonl
-
-# Tiny models are overhead-bound; with more runnable threads than cores (CI runners, shared boxes)
-# OpenMP's spinning makes a 2-thread step tens of times slower than a 1-thread one.
-torch.set_num_threads(1)
 
 _TRAINED: dict[str, dict] = {}
 

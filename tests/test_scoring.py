@@ -127,6 +127,11 @@ def test_score_ranked_rows(scorers, tmp_path):
         agree += row["scores"].index(max(row["scores"])) == inp["scores"].index(2.0)
     assert agree >= 8  # the difference model's favourite is usually the all-good response
 
+    from rdo.data import load_records  # `rdo align --method rrhf` reads the K x K column as is
+
+    loaded = load_records(str(diff_out), coef_column="rdo_reward_diff")
+    assert loaded.kind == "ranked" and loaded.records[0]["rdo_reward_diff"] == rows[0]["rdo_reward_diff"]
+
     with pytest.raises(ValueError, match="needs a difference model"):
         score(ScoreConfig(scorer=str(scorers["rm"]), dataset_name=str(data), output=str(tmp_path / "x.jsonl"), rank_with="difference"))
 
