@@ -226,3 +226,32 @@ def test_reverse_regulariser_drives_sum_to_zero(tiny_model, tokenizer):
     with_rev, without = train(1.0), train(0.0)
     assert without > 1.0, without  # the shortcut: both orders score high
     assert with_rev < without / 10, (with_rev, without)
+
+
+def test_lora_chat_template_on_conversational_data_and_ranked_training(tiny_model, tmp_path):
+    from conftest import write_jsonl
+    from rdo.cli import main
+
+    def conv(r):
+        return {"prompt": [{"role": "user", "content": r["prompt"]}], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+
+    data = write_jsonl(tmp_path / "conv.jsonl", [conv(r) for r in learnable_pairs(8, seed=11)])
+    diff = tmp_path / "diff"
+    common = ["--model_name_or_path", str(tiny_model), "--report_to", "none", "--disable_tqdm", "true",
+              "--per_device_train_batch_size", "4", "--max_steps", "2"]
+    assert main(["train-diff", *common, "--dataset_name", str(data), "--output_dir", str(diff), "--template", "chat",
+                 "--lora_r", "4", "--max_length", "256", "--max_prompt_length", "64"]) == 0
+    spec = json.loads((diff / "rdo.json").read_text())
+    assert spec["template"] == "<|user|>Query: {x}; Response 1: {y1}; Response 2: {y2}\n<|assistant|>"
+    assert (diff / "adapter").is_dir() and not (diff / "adapter_config.json").exists()  # LoRA merged into the saved model
+    assert main(["score", "--scorer", str(diff), "--dataset_name", str(data), "--output", str(tmp_path / "s.jsonl")]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(scored) == 8 and scored[0]["prompt"] == conv(learnable_pairs(8, seed=11)[0])["prompt"]  # messages unchanged
+
+    from scorer_helpers import ranked_rows  # ranked rows train a reward model on every pair with different scores
+
+    ranked = write_jsonl(tmp_path / "ranked.jsonl", ranked_rows(4, seed=12))
+    assert main(["train-rm", *common, "--dataset_name", str(ranked), "--output_dir", str(tmp_path / "rm")]) == 0
+    metrics = json.loads((tmp_path / "rm" / "train_metrics.json").read_text())
+    assert metrics["data"]["pairs"] == 4 * 3

@@ -121,6 +121,7 @@ class _ScorerTrainConfig(TrainingArguments):
     dataset_name: str | None = arg(None, "Preference data (pairs, or ranked rows expanded into pairs): a file, a save_to_disk folder or a hub id.")
     dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
     eval_dataset_name: str | None = arg(None, "Optional held-out preference data; loss and accuracy are logged on it at each evaluation.")
+    eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
     skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
     head_learning_rate: float = arg(1e-4, "Learning rate of the new score head (the paper: 1e-4; --learning_rate is the backbone's, 1e-5).")
     pad_to_multiple_of: int = arg(1, "Pad batch length to a multiple of this (8 helps tensor cores).")

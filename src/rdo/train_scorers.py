@@ -258,7 +258,7 @@ def _train(cfg, kind: str) -> dict:
     features, report = _features(cfg, kind, tokenizer, cfg.dataset_name, cfg.dataset_split, diff_encoder)
     eval_features = None
     if cfg.eval_dataset_name:
-        eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.dataset_split, diff_encoder)
+        eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
 
     model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype)
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
