@@ -210,3 +210,12 @@ def test_cross_fitting_scores_each_fold_with_the_model_that_never_saw_it(scorers
             assert a["rdo_reward_diff"] == pytest.approx(b["rdo_reward_diff"], abs=1e-5)
     summary = json.loads((tmp_path / "cf.summary.json").read_text())
     assert summary["folds"] == 2 and summary["rows_written"] == 12
+
+
+def test_batches_cap_sequences_and_padded_tokens():
+    from rdo.scoring import batches
+
+    lengths = [100, 90, 50, 40, 30, 10, 10]  # sorted longest first
+    assert [list(r) for r in batches(lengths, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    # at most 120 padded tokens: 100 alone, 90 alone, 50 + 40 (2 x 50), then 30 + 10 + 10 (3 x 30; batch_size caps it)
+    assert [list(r) for r in batches(lengths, 3, max_tokens=120)] == [[0], [1], [2, 3], [4, 5, 6]]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from rdo.data.collate import pad_sequences
 from rdo.data.tokenize import Encoder, Truncation
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+CPU_BATCH_TOKENS = 1024  # measured (benchmarks/bench_scoring.py): on a CPU, big batches of long sequences run slower than small ones
+
+
 class Scorer:
     """A loaded scorer: model, tokenizer, spec, and batched scoring of token-id sequences."""
 
@@ -218,11 +222,15 @@ class Scorer:
         self.encoder = Encoder(tokenizer, trunc)
         self.diff_encoder = DifferenceEncoder(tokenizer, spec.template, trunc) if self.kind == "difference" else None
 
+    def batch_tokens(self, max_batch_tokens: int | None) -> int:
+        """The padded-token cap per forward: as given, or by device (GPUs want big batches, CPUs do not)."""
+        if max_batch_tokens is not None:
+            return max_batch_tokens
+        return 0 if self.device.type == "cuda" else CPU_BATCH_TOKENS
+
     @torch.inference_mode()
     def forward(self, seqs: list[list[int]]) -> torch.Tensor:
         """Scores of right-padded sequences in one forward: (N,) float32 on the CPU."""
-        from rdo.data.collate import pad_sequences
-
         ids, mask = pad_sequences(seqs, self.tok.pad_token_id)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False).logits
         return logits[:, 0].float().cpu()  # (N,)

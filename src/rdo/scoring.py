@@ -132,15 +132,26 @@ def rank_by(R: list[list[float]]) -> list[float]:
 
 # --- batched scoring of a group of rows -------------------------------------------------------
 
+def batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> list[range]:
+    """Consecutive index ranges over lengths sorted longest first: at most `batch_size` sequences and,
+    when `max_tokens` > 0, at most `max_tokens` padded tokens (count x first length) per batch."""
+    out, start = [], 0
+    while start < len(lengths):
+        n = batch_size if max_tokens <= 0 else max(1, min(batch_size, max_tokens // max(lengths[start], 1)))
+        out.append(range(start, min(start + n, len(lengths))))
+        start += n
+    return out
+
+
 def score_rows(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, dup_rows: set[int],
-               batch_size: int, bar=None, source: str = "data") -> list[dict]:
+               batch_size: int, bar=None, source: str = "data", max_batch_tokens: int | None = None) -> list[dict]:
     """Score `recs` with length-sorted batches; one entry per record: {rdo_row, cols, diag} or {rdo_row, skipped}."""
     per_row = row_sequences(scorer, recs, kind, symmetrize, dup_rows, source)
     flat = [(r, key, ids) for r, seqs in enumerate(per_row) if not isinstance(seqs, DataError) for key, ids in seqs]
     flat.sort(key=lambda t: len(t[2]), reverse=True)  # longest first: an OOM shows up at once
     values: list[dict] = [{} for _ in recs]
-    for s in range(0, len(flat), batch_size):
-        batch = flat[s : s + batch_size]
+    for idx in batches([len(t[2]) for t in flat], batch_size, scorer.batch_tokens(max_batch_tokens)):
+        batch = flat[idx.start : idx.stop]
         for (r, key, _), v in zip(batch, scorer.forward([ids for _, _, ids in batch]).tolist()):
             values[r][key] = v
         if bar is not None:
@@ -218,7 +229,7 @@ def manifest_of(cfg: ScoreConfig) -> dict:
     weights = sorted(Path(cfg.scorer).glob("*.safetensors"))
     scorer = ident(cfg.scorer) | {"weights": [ident(str(w)) for w in weights], "spec": (Path(cfg.scorer) / "rdo.json").read_text()}
     keep = ("dataset_split", "symmetrize", "rank_with", "dup_check_rows", "shard_size", "folds", "seed",
-            "max_length", "max_prompt_length", "batch_size", "torch_dtype", "skip_invalid")
+            "max_length", "max_prompt_length", "batch_size", "max_batch_tokens", "torch_dtype", "skip_invalid")
     return {"scorer": scorer, "dataset": ident(cfg.dataset_name), **{k: getattr(cfg, k) for k in keep}}
 
 
@@ -275,7 +286,7 @@ def _score_into_shards(cfg, scorer: Scorer, recs, kind, dup_rows, shards: Shards
     bar = tqdm(total=total, desc=f"scoring ({scorer.kind})", unit="seq")
     start, done_pairs = time.perf_counter(), 0
     for name, chunk in todo:
-        entries = score_rows(scorer, chunk, kind, cfg.symmetrize, dup_rows, cfg.batch_size, bar, cfg.dataset_name)
+        entries = score_rows(scorer, chunk, kind, cfg.symmetrize, dup_rows, cfg.batch_size, bar, cfg.dataset_name, cfg.max_batch_tokens)
         shards.write(name, entries)
         done_pairs += sum(len(comparisons(responses_of(r, kind)[1], False)) for r in chunk)
         bar.set_postfix(pairs_per_s=f"{done_pairs / (time.perf_counter() - start):.1f}")

@@ -44,7 +44,7 @@ def as_pairs(records: list[dict], kind: str, source: str) -> list[dict]:
         raise ValueError(f"{source}: {kind} rows have no preference pairs to train a scorer on; use pairs or ranked rows")
     out = []
     for r in records:
-        for i, (yi, si) in enumerate(zip(r["responses"], r["scores"])):
+        for yi, si in zip(r["responses"], r["scores"]):
             for yj, sj in zip(r["responses"], r["scores"]):
                 if si > sj:
                     out.append({**r, "chosen": yi, "rejected": yj})
@@ -161,6 +161,14 @@ def difference_step(args, model, batch) -> tuple[torch.Tensor, dict]:
 
 # --- trainer -----------------------------------------------------------------------------------
 
+def _is_factory(optimizer_cls) -> bool:
+    try:
+        from transformers.trainer_optimizer import is_optimizer_factory
+    except ImportError:  # older transformers: no optimiser factories
+        return False
+    return is_optimizer_factory(optimizer_cls)
+
+
 class ScorerTrainer(Trainer):
     """Trains a reward or difference model: `step` gives per-pair losses, reduced here by a plain mean."""
 
@@ -199,6 +207,10 @@ class ScorerTrainer(Trainer):
             for (is_head, decays), ps in groups.items()
         ]
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if _is_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+            # optimisers that build their own parameter groups (Muon, GaLore, LOMO, layer-wise): one rate for all
+            log.warning("--optim %s sets its own parameter groups; --head_learning_rate is not applied", self.args.optim)
+            return super().create_optimizer(model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
 

@@ -124,7 +124,7 @@ def eval_accuracy(cfg: EvalAccuracyConfig) -> dict:
     recs = loaded.records
     total = sum(n_sequences(r, loaded.kind, scorer.kind, cfg.symmetrize) for r in recs)
     with tqdm(total=total, desc=f"accuracy ({scorer.kind})", unit="seq") as bar:
-        entries = score_rows(scorer, recs, loaded.kind, cfg.symmetrize, set(), cfg.batch_size, bar, cfg.dataset_name)
+        entries = score_rows(scorer, recs, loaded.kind, cfg.symmetrize, set(), cfg.batch_size, bar, cfg.dataset_name, cfg.max_batch_tokens)
     metrics = {"scorer": cfg.scorer, "kind": scorer.kind, "dataset": cfg.dataset_name,
                "symmetrize": cfg.symmetrize if scorer.kind == "difference" else None}
     metrics |= accuracy_metrics(comparisons_of(entries, recs, loaded.kind), loaded.kind, scorer.kind, cfg)
