@@ -255,3 +255,20 @@ def test_lora_chat_template_on_conversational_data_and_ranked_training(tiny_mode
     assert main(["train-rm", *common, "--dataset_name", str(ranked), "--output_dir", str(tmp_path / "rm")]) == 0
     metrics = json.loads((tmp_path / "rm" / "train_metrics.json").read_text())
     assert metrics["data"]["pairs"] == 4 * 3
+
+
+def test_reward_features_read_the_margin_column(tokenizer):
+    from rdo.config import TrainRMConfig
+    from rdo.data import DataError, SkipReport
+    from rdo.train_scorers import reward_features
+
+    cfg = TrainRMConfig(output_dir="unused", model_name_or_path="m", dataset_name="d.jsonl", report_to="none",
+                        max_length=32, max_prompt_length=8)
+    recs = [{"prompt": "q", "chosen": " a", "rejected": " b", "rdo_row": 1, "margin": 0.5},
+            {"prompt": "q", "chosen": " c", "rejected": " d", "rdo_row": 2, "margin": 2}]
+    feats = reward_features(recs, tokenizer, cfg, "d.jsonl", SkipReport())
+    assert [f["margin"] for f in feats] == [0.5, 2.0]
+    assert feats[0]["prompt_ids"] == [BOS] + b("q", tokenizer) and feats[0]["chosen_ids"] == b(" a", tokenizer) + [EOS]
+    with pytest.raises(DataError, match="row 2, field 'margin'"):
+        reward_features([recs[0], {**recs[1], "margin": None}], tokenizer, cfg, "d.jsonl", SkipReport())
+    assert "margin" not in reward_features([{k: v for k, v in recs[0].items() if k != "margin"}], tokenizer, cfg, "d.jsonl", SkipReport())[0]

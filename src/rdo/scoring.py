@@ -267,6 +267,8 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
     seconds = time.perf_counter() - start
 
     summary = finalise(cfg, output, shards, recs, loaded, spec.kind, folds)
+    if folds is not None:  # the K fold models stay, so a resumed or repeated run need not retrain them
+        summary["folds_dir"] = str(output.with_name(output.name + ".folds"))
     summary["seconds"] = seconds
     summary["scoring_pairs_per_s"] = pairs / scoring_s if pairs and scoring_s > 0 else None  # this run's pairs only
     summary_path = output.with_name(output.stem + ".summary.json")
@@ -409,7 +411,7 @@ def cross_fit(cfg: ScoreConfig, spec, recs, kind, dup_rows, shards: Shards, on_s
 
     cls, recipe = recipe_of(cfg.scorer, spec.kind)
     fold_of = assign_folds(recs, cfg.folds, cfg.seed)
-    work = shards.dir.with_name(Path(cfg.output).name + ".folds")
+    work = Path(cfg.output).with_name(Path(cfg.output).name + ".folds")
     work.mkdir(exist_ok=True)
     raw = dict(read_rows(cfg.dataset_name, cfg.dataset_split))
     pairs, seconds = 0, 0.0
