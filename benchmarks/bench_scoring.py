@@ -30,7 +30,7 @@ from pathlib import Path
 
 SIZES = {  # name: (layers, hidden, heads, pairs, batch sequences)
     "quick": (2, 64, 4, 48, 16),
-    "cpu": (4, 256, 4, 192, 32),
+    "cpu": (4, 256, 4, 128, 32),
     "cuda": (12, 768, 12, 2048, 128),
 }
 
@@ -79,6 +79,13 @@ def naive_loop(scorer, recs: list[dict], symmetrize: bool) -> None:
             scorer.model(input_ids=ids.to(scorer.device), attention_mask=mask.to(scorer.device), use_cache=False)
 
 
+def _runner(scorer, symmetrize: bool, impl: str, batch: int, score_rows):
+    if impl == "naive":
+        return lambda rs: naive_loop(scorer, rs, symmetrize)
+    cap = 0 if impl == "rdo-uncapped" else None  # None: rdo score's default for the device
+    return lambda rs: score_rows(scorer, rs, "pair", symmetrize, set(), batch, max_batch_tokens=cap)
+
+
 def timed(fn, device: str) -> float:
     import torch
 
@@ -104,26 +111,23 @@ def run(quick: bool, device: str = "cpu") -> dict:
     recs = make_pairs(n, seed=0, long=cuda and not quick)
     impls = ["rdo", "naive"] if cuda else ["rdo", "rdo-uncapped", "naive"]  # on a GPU rdo is uncapped by default
     variants = [(kind, sym, impl) for impl in impls for kind, sym in (("reward", True), ("difference", True), ("difference", False))]
-    rows = []
+    rounds = 1 if quick else 2
+    best: dict[tuple, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folders = build_scorers(Path(tmp), layers, hidden, heads, dtype)
         scorers = {k: load_scorer(str(p), device, dtype) for k, p in folders.items()}
-        for kind, symmetrize, impl in variants:
-            scorer = scorers[kind]
-            warm = recs[: max(2, batch // 4)]
-            if impl.startswith("rdo"):
-                cap = 0 if impl == "rdo-uncapped" else None  # None: rdo score's default for the device
-
-                def go(rs):
-                    return score_rows(scorer, rs, "pair", symmetrize, set(), batch, max_batch_tokens=cap)
-            else:
-                def go(rs):
-                    return naive_loop(scorer, rs, symmetrize)
-            go(warm)  # warm-up: kernels, allocator
-            seconds = timed(lambda: go(recs), device)
-            name = kind if kind == "reward" else ("difference" if symmetrize else "difference 1-pass")
-            rows.append({"scorer": name, "impl": impl, "pairs": n, "seqs_per_pair": 2 if symmetrize else 1,
-                         "seconds": round(seconds, 3), "pairs_per_s": round(n / seconds, 1)})
+        # rounds over all variants, best time of each: a load change on a shared machine hits every variant alike
+        for _ in range(rounds):
+            for kind, symmetrize, impl in variants:
+                go = _runner(scorers[kind], symmetrize, impl, batch, score_rows)
+                go(recs[: max(2, batch // 4)])  # warm-up: kernels, allocator
+                seconds = timed(lambda: go(recs), device)
+                best[kind, symmetrize, impl] = min(seconds, best.get((kind, symmetrize, impl), float("inf")))
+    rows = []
+    for (kind, symmetrize, impl), seconds in best.items():
+        name = kind if kind == "reward" else ("difference" if symmetrize else "difference 1-pass")
+        rows.append({"scorer": name, "impl": impl, "pairs": n, "seqs_per_pair": 2 if symmetrize else 1,
+                     "seconds": round(seconds, 3), "pairs_per_s": round(n / seconds, 1)})
     by = {(r["scorer"], r["impl"]): r for r in rows}
     for r in rows:
         r["speedup_vs_naive"] = round(by[(r["scorer"], "naive")]["seconds"] / r["seconds"], 2)
@@ -142,7 +146,8 @@ def run(quick: bool, device: str = "cpu") -> dict:
         ],
         "fairness": [
             "same pairs, same weights, same token ids (both paths call rdo.scoring.row_sequences); tokenisation is inside the timing",
-            "one warm-up call per variant before timing; random weights (throughput does not depend on them)",
+            "one warm-up call per variant before timing; best of 2 interleaved rounds (full size); random weights "
+            "(throughput does not depend on them)",
         ],
     }
 

@@ -317,7 +317,7 @@ def finalise(cfg: ScoreConfig, output: Path, shards: Shards, recs, loaded, score
         row = dict(raw[rec["rdo_row"]])
         row.update(e["cols"])
         if cfg.rank_with != "data":
-            row["scores_original"] = row["scores"]
+            row.setdefault("scores_original", row["scores"])  # re-ranking a re-ranked file keeps the first original
             row["scores"] = rank_by(e["cols"]["rdo_reward_diff"])
         if folds is not None:
             row["rdo_fold"] = folds[rec["rdo_row"]]
