@@ -8,6 +8,10 @@ from dataclasses import fields
 COMMANDS = {
     # name: (module, config class, function, one-line description)
     "align": ("rdo.align", "AlignConfig", "align", "Train a policy with DPO/IPO/... weighted by reward difference coefficients."),
+    "train-rm": ("rdo.train_scorers", "TrainRMConfig", "train_rm", "Train a pointwise Bradley-Terry reward model on any causal LM."),
+    "train-diff": ("rdo.train_scorers", "TrainDiffConfig", "train_diff", "Train a reward difference model R(x, y1, y2) (paper Eqs. 4-6)."),
+    "score": ("rdo.scoring", "ScoreConfig", "score", "Add reward differences (coefficients) to a preference dataset; resumable, cross-fitting."),
+    "eval accuracy": ("rdo.evaluate.accuracy", "EvalAccuracyConfig", "eval_accuracy", "Pairwise accuracy of a scorer, with bootstrap CI and confidence bins."),
 }
 
 
@@ -49,12 +53,13 @@ def parse_config(config_cls, argv: list[str], prog: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    words = 2 if " ".join(argv[:2]) in COMMANDS else 1  # two-word commands such as "eval accuracy"
+    if not argv or argv[0] in ("-h", "--help") or " ".join(argv[:words]) not in COMMANDS:
         print("usage: rdo <command> [options]   (rdo <command> --help for its options)\n\ncommands:")
         for name, (*_, desc) in COMMANDS.items():
             print(f"  {name:14s} {desc}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    command, rest = argv[0], argv[1:]
+    command, rest = " ".join(argv[:words]), argv[words:]
     config_cls, fn = _load(command)
     try:
         cfg = parse_config(config_cls, rest, prog=f"rdo {command}")

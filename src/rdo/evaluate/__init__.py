@@ -1,0 +1,1 @@
+"""Evaluation: scorer accuracy (`rdo eval accuracy`) and, later, policy evaluations."""

@@ -1,0 +1,312 @@
+"""`rdo train-rm` and `rdo train-diff`: the two scorers, trained by one small Trainer subclass.
+
+- reward model (Eq. 3): chosen and rejected in one concatenated forward of 2B rows,
+  loss -log σ(r_w - r_l - margin), margin optional per row.
+- difference model (Eqs. 4-6): each pair is shown in a random order, so both labels occur
+  (label 1 when y1 is the preferred response); the three sequences (y1, y2), (y2, y1) and
+  (y_i, y_i) with y_i one response picked at random go through one forward of 3B rows; loss
+  BCE(σ(f_12), label) + β0 f_dup² + β1 (f_12 + f_21)².
+
+Ranked rows are expanded into every pair of responses with different scores. The backbone and
+the new head get separate learning rates (the paper: 1e-5 and 1e-4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from transformers import Trainer, set_seed
+
+from rdo import losses as L
+from rdo.config import TrainDiffConfig, TrainRMConfig
+from rdo.data import DataError, load_records
+from rdo.data.collate import pad_sequences
+from rdo.data.errors import SKIP_HINT
+from rdo.data.tokenize import Encoder
+from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_parameter_names, resolve_template, tokenize_many
+
+log = logging.getLogger("rdo.train_scorers")
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def as_pairs(records: list[dict], kind: str, source: str) -> list[dict]:
+    """Pair records as they are; ranked records -> every (better, worse) pair of responses."""
+    if kind == "pair":
+        return records
+    if kind != "ranked":
+        raise ValueError(f"{source}: {kind} rows have no preference pairs to train a scorer on; use pairs or ranked rows")
+    out = []
+    for r in records:
+        for yi, si in zip(r["responses"], r["scores"]):
+            for yj, sj in zip(r["responses"], r["scores"]):
+                if si > sj:
+                    out.append({**r, "chosen": yi, "rejected": yj})
+    return out
+
+
+def reward_features(pairs: list[dict], tokenizer, cfg: TrainRMConfig, source: str, skips) -> list[dict]:
+    """Encoded pairs (the `rdo align` truncation rule) plus each row's margin when the data has one."""
+    encoder = Encoder(tokenizer, cfg.truncation)
+    use_margin = cfg.margin_column in pairs[0]
+    out = []
+    for rec in pairs:
+        try:
+            f = encoder.encode(rec, "pair", source)
+            if use_margin:
+                m = rec.get(cfg.margin_column)
+                if isinstance(m, bool) or not isinstance(m, (int, float)):
+                    raise DataError(source, rec["rdo_row"], cfg.margin_column, f"expected a number (the first row has a margin), got {m!r}", SKIP_HINT)
+                f["margin"] = float(m)
+        except DataError as err:
+            if not cfg.skip_invalid:
+                raise
+            skips.add(err)
+            continue
+        out.append(f)
+    return out
+
+
+def difference_features(pairs: list[dict], encoder: DifferenceEncoder) -> list[dict]:
+    """Token ids of the query and both responses (assembled per batch, in a random order)."""
+    tok = encoder.tok
+    xs = tokenize_many(tok, [r["prompt"] for r in pairs])
+    cs = tokenize_many(tok, [r["chosen"] for r in pairs])
+    rs = tokenize_many(tok, [r["rejected"] for r in pairs])
+    return [
+        {"x_ids": x, "chosen_ids": c, "rejected_ids": r, "rdo_row": rec["rdo_row"], "length": len(encoder.assemble(x, c, r))}
+        for rec, x, c, r in zip(pairs, xs, cs, rs)
+    ]
+
+
+class RewardCollator:
+    """Rows [0, B) prompt+chosen, rows [B, 2B) prompt+rejected: one concatenated forward."""
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
+        self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict:
+        seqs = [f["prompt_ids"] + f["chosen_ids"] for f in features] + [f["prompt_ids"] + f["rejected_ids"] for f in features]
+        ids, mask = pad_sequences(seqs, self.pad_id, self.multiple_of)  # (2B, T)
+        batch = {"input_ids": ids, "attention_mask": mask, "rdo_row": torch.tensor([f["rdo_row"] for f in features])}
+        if "margin" in features[0]:
+            batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)  # (B,)
+        return batch
+
+
+class DifferenceCollator:
+    """Rows [0, B) (y1, y2), [B, 2B) (y2, y1), [2B, 3B) (y_i, y_i): one forward of 3B rows.
+
+    Each pair is presented in a random order (label 1 when y1 is the chosen response, else 0), and
+    the duplication term uses one of its two responses at random (Sec. 3.2).
+    """
+
+    def __init__(self, encoder: DifferenceEncoder, pad_id: int, pad_to_multiple_of: int = 1, seed: int = 0):
+        self.enc, self.pad_id, self.multiple_of = encoder, pad_id, pad_to_multiple_of
+        self.rng = random.Random(seed)
+
+    def __call__(self, features: list[dict]) -> dict:
+        forward, reverse, dup, labels = [], [], [], []
+        for f in features:
+            swap = self.rng.random() < 0.5
+            y1, y2 = (f["rejected_ids"], f["chosen_ids"]) if swap else (f["chosen_ids"], f["rejected_ids"])
+            yi = y1 if self.rng.random() < 0.5 else y2
+            forward.append(self.enc.assemble(f["x_ids"], y1, y2))
+            reverse.append(self.enc.assemble(f["x_ids"], y2, y1))
+            dup.append(self.enc.assemble(f["x_ids"], yi, yi))
+            labels.append(0.0 if swap else 1.0)
+        ids, mask = pad_sequences(forward + reverse + dup, self.pad_id, self.multiple_of)  # (3B, T)
+        return {
+            "input_ids": ids, "attention_mask": mask,
+            "labels": torch.tensor(labels, dtype=torch.float32),  # (B,)
+            "rdo_row": torch.tensor([f["rdo_row"] for f in features]),
+        }
+
+
+# --- losses on model outputs -------------------------------------------------------------------
+
+def scores_of(model, batch: dict) -> torch.Tensor:
+    """One forward -> the head's output at each row's last non-pad token, (N,) float32."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0].float()
+
+
+def reward_step(args, model, batch) -> tuple[torch.Tensor, dict]:
+    chosen, rejected = scores_of(model, batch).chunk(2)  # (B,), (B,)
+    losses = L.bt_loss(chosen, rejected, batch.get("margin"))  # (B,)  Eq. (3)
+    chosen, rejected = chosen.detach(), rejected.detach()
+    return losses, {
+        "rewards/chosen": chosen, "rewards/rejected": rejected,
+        "rewards/margins": chosen - rejected, "rewards/accuracies": (chosen > rejected).float(),
+    }
+
+
+def difference_step(args, model, batch) -> tuple[torch.Tensor, dict]:
+    f_12, f_21, f_dup = scores_of(model, batch).chunk(3)  # (B,) each
+    labels = batch["labels"]
+    losses, bce, dup, rev = L.difference_loss(f_12, f_21, f_dup, labels, args.beta0, args.beta1)  # (B,)  Eq. (6)
+    f_12, f_21 = f_12.detach(), f_21.detach()
+    return losses, {
+        "loss/bce": bce, "loss/dup": dup, "loss/rev": rev,
+        "diff/accuracies": ((f_12 > 0).float() == labels).float(),
+        "diff/consistency": ((f_12 > 0) != (f_21 > 0)).float(),
+        "diff/abs_f": f_12.abs(),
+    }
+
+
+# --- trainer -----------------------------------------------------------------------------------
+
+def _is_factory(optimizer_cls) -> bool:
+    try:
+        from transformers.trainer_optimizer import is_optimizer_factory
+    except ImportError:  # older transformers: no optimiser factories
+        return False
+    return is_optimizer_factory(optimizer_cls)
+
+
+class ScorerTrainer(Trainer):
+    """Trains a reward or difference model: `step` gives per-pair losses, reduced here by a plain mean."""
+
+    def __init__(self, *args, step, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step = step
+        self.model_accepts_loss_kwargs = False  # we return a per-batch mean
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        losses, metrics = self.step(self.args, model, inputs)
+        loss = losses.mean()
+        record = self._metrics["train" if model.training else "eval"]
+        for name, value in metrics.items():
+            record[name].append(self._mean(value))
+        return (loss, {}) if return_outputs else loss
+
+    def _mean(self, t: torch.Tensor) -> float:
+        t = t.detach().float().mean().reshape(1)
+        return self.accelerator.gather_for_metrics(t).mean().item()
+
+    def create_optimizer(self, model=None):
+        """The usual decay / no-decay groups, each split into backbone (--learning_rate) and head (--head_learning_rate)."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        head = head_parameter_names(opt_model)
+        groups: dict[tuple[bool, bool], list] = defaultdict(list)
+        for name, p in opt_model.named_parameters():
+            if p.requires_grad:
+                groups[(name in head, name in decay)].append(p)
+        param_groups = [
+            {"params": ps, "lr": self.args.head_learning_rate if is_head else self.args.learning_rate,
+             "weight_decay": self.args.weight_decay if decays else 0.0}
+            for (is_head, decays), ps in groups.items()
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        if _is_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
+            # optimisers that build their own parameter groups (Muon, GaLore, LOMO, layer-wise): one rate for all
+            log.warning("--optim %s sets its own parameter groups; --head_learning_rate is not applied", self.args.optim)
+            return super().create_optimizer(model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager() if hasattr(self, "compute_loss_context_manager") else nullcontext():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for name, values in self._metrics[mode].items():
+            if values:
+                logs[prefix + name] = sum(values) / len(values)
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+def train_rm(cfg: TrainRMConfig) -> dict:
+    """`rdo train-rm`: train a Bradley-Terry reward model and save it with rdo.json."""
+    return _train(cfg, "reward")
+
+
+def train_diff(cfg: TrainDiffConfig) -> dict:
+    """`rdo train-diff`: train a reward difference model (Eqs. 4-6) and save it with rdo.json."""
+    return _train(cfg, "difference")
+
+
+def _features(cfg, kind: str, tokenizer, source: str, split: str, diff_encoder) -> tuple[list[dict], dict]:
+    loaded = load_records(source, split=split, tokenizer=tokenizer, skip_invalid=cfg.skip_invalid)
+    pairs = as_pairs(loaded.records, loaded.kind, source)
+    if kind == "reward":
+        features = reward_features(pairs, tokenizer, cfg, source, loaded.skips)
+    else:
+        features = difference_features(pairs, diff_encoder)
+    if not features:
+        raise ValueError(f"{source}: no pairs left to train on.\n{loaded.skips.summary()}")
+    if loaded.skips.total:
+        log.warning("%s", loaded.skips.summary())
+    return features, {"rows_read": len(loaded.records) + loaded.skips.total, "format": loaded.fmt,
+                      "pairs": len(features), "skipped": loaded.skips.as_dict()}
+
+
+def _train(cfg, kind: str) -> dict:
+    from datasets import Dataset
+
+    from rdo.models import add_lora, load_tokenizer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    template = resolve_template(cfg.template, tokenizer) if kind == "difference" else None
+    diff_encoder = DifferenceEncoder(tokenizer, template, cfg.truncation) if kind == "difference" else None
+    features, report = _features(cfg, kind, tokenizer, cfg.dataset_name, cfg.dataset_split, diff_encoder)
+    eval_features = None
+    if cfg.eval_dataset_name:
+        eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
+
+    model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype)
+    if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
+    if kind == "reward":
+        collator, step = RewardCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of), reward_step
+    else:
+        collator, step = DifferenceCollator(diff_encoder, tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.seed), difference_step
+
+    trainer = ScorerTrainer(
+        model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
+        eval_dataset=Dataset.from_list(eval_features) if eval_features else None, processing_class=tokenizer, step=step,
+    )
+    result = trainer.train()
+    metrics = {"train": result.metrics, "data": report}
+    if eval_features:
+        metrics["eval"] = trainer.evaluate()
+    spec = ScorerSpec(kind, cfg.max_length, cfg.max_prompt_length, template, cfg.model_name_or_path)
+    return save_scorer(cfg, trainer, tokenizer, spec, metrics)
+
+
+def save_scorer(cfg, trainer, tokenizer, spec: ScorerSpec, metrics: dict) -> dict:
+    """An ordinary Hugging Face folder (LoRA merged; the adapter kept in adapter/) + rdo.json, config, metrics."""
+    out = Path(cfg.output_dir)
+    metrics["log_history"] = trainer.state.log_history
+    if not trainer.is_world_process_zero():
+        return metrics
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    spec.save(out)
+    (out / "rdo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    log.info("saved the %s model to %s", spec.kind, out)
+    return metrics
