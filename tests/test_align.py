@@ -229,3 +229,22 @@ def test_held_out_set_is_evaluated_unweighted(tiny_model, tmp_path):
     assert ev["eval_loss"] == pytest.approx(ev["eval_loss/unweighted"], rel=1e-5)  # every eval weight is 1
     assert metrics["data"]["eval_data"]["rows_trained"] == 12
     assert sum("eval_loss" in h for h in metrics["log_history"]) >= 2  # each epoch, and at the end
+
+
+def test_cli_bad_data_is_one_clear_line(tiny_model, tmp_path, capsys):
+    from rdo.cli import main
+
+    data = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "chosen": " a", "rejected": " b"}, {"prompt": "p", "chosen": "", "rejected": " b"}])
+    code = main(["align", "--model_name_or_path", str(tiny_model), "--dataset_name", str(data), "--output_dir", str(tmp_path / "o"), "--alpha", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{data}, row 2, field 'chosen': empty" in err and "Traceback" not in err
+
+
+def test_cli_lists_two_word_commands(capsys):
+    from rdo.cli import main
+
+    assert main(["eval", "--help"]) == 0
+    assert "eval accuracy" in capsys.readouterr().out
+    assert main(["nonsense"]) == 2
+    assert "unknown command 'nonsense'" in capsys.readouterr().err

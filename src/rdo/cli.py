@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import fields
 
@@ -51,22 +52,35 @@ def parse_config(config_cls, argv: list[str], prog: str):
     return cfg
 
 
+def _usage(prefix: str = "") -> None:
+    print("usage: rdo <command> [options]   (rdo <command> --help for its options)\n\ncommands:")
+    for name, (*_, desc) in COMMANDS.items():
+        if name.startswith(prefix):
+            print(f"  {name:14s} {desc}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _usage()
+        return 0
     words = 2 if " ".join(argv[:2]) in COMMANDS else 1  # two-word commands such as "eval accuracy"
-    if not argv or argv[0] in ("-h", "--help") or " ".join(argv[:words]) not in COMMANDS:
-        print("usage: rdo <command> [options]   (rdo <command> --help for its options)\n\ncommands:")
-        for name, (*_, desc) in COMMANDS.items():
-            print(f"  {name:14s} {desc}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
     command, rest = " ".join(argv[:words]), argv[words:]
+    if command not in COMMANDS:
+        family = [name for name in COMMANDS if name.startswith(argv[0] + " ")]
+        if not family:
+            print(f"rdo: unknown command {argv[0]!r}", file=sys.stderr)
+        _usage(argv[0] + " " if family else "")
+        return 0 if family and rest[:1] in (["-h"], ["--help"]) else 2
     config_cls, fn = _load(command)
     try:
         cfg = parse_config(config_cls, rest, prog=f"rdo {command}")
-    except ValueError as e:  # __post_init__ validation speaks to the user; no traceback needed
-        print(f"rdo {command}: error: {e}", file=sys.stderr)
+        fn(cfg)
+    except (ValueError, FileNotFoundError) as e:  # bad settings or bad data: the message names what to fix
+        if os.environ.get("RDO_DEBUG"):
+            raise
+        print(f"rdo {command}: error: {e}\n(set RDO_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
-    fn(cfg)
     return 0
 
 
