@@ -17,11 +17,10 @@ import json
 import logging
 import random
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from transformers import Trainer, set_seed
+from transformers import set_seed
 
 from rdo import losses as L
 from rdo.config import TrainDiffConfig, TrainRMConfig
@@ -30,6 +29,7 @@ from rdo.data.collate import pad_sequences
 from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_parameter_names, resolve_template, tokenize_many
+from rdo.trainer import MetricsTrainer
 
 log = logging.getLogger("rdo.train_scorers")
 
@@ -169,26 +169,18 @@ def _is_factory(optimizer_cls) -> bool:
     return is_optimizer_factory(optimizer_cls)
 
 
-class ScorerTrainer(Trainer):
+class ScorerTrainer(MetricsTrainer):
     """Trains a reward or difference model: `step` gives per-pair losses, reduced here by a plain mean."""
 
     def __init__(self, *args, step, **kwargs):
         super().__init__(*args, **kwargs)
         self.step = step
-        self.model_accepts_loss_kwargs = False  # we return a per-batch mean
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses, metrics = self.step(self.args, model, inputs)
+        self.record_metrics(model, metrics)
         loss = losses.mean()
-        record = self._metrics["train" if model.training else "eval"]
-        for name, value in metrics.items():
-            record[name].append(self._mean(value))
         return (loss, {}) if return_outputs else loss
-
-    def _mean(self, t: torch.Tensor) -> float:
-        t = t.detach().float().mean().reshape(1)
-        return self.accelerator.gather_for_metrics(t).mean().item()
 
     def create_optimizer(self, model=None):
         """The usual decay / no-decay groups, each split into backbone (--learning_rate) and head (--head_learning_rate)."""
@@ -213,21 +205,6 @@ class ScorerTrainer(Trainer):
             return super().create_optimizer(model)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager() if hasattr(self, "compute_loss_context_manager") else nullcontext():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if mode == "eval" else ""
-        for name, values in self._metrics[mode].items():
-            if values:
-                logs[prefix + name] = sum(values) / len(values)
-        self._metrics[mode].clear()
-        super().log(logs, start_time)
 
 
 # --- commands ----------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import nullcontext
 
 import torch
 from transformers import Trainer
@@ -11,7 +10,46 @@ from transformers import Trainer
 from rdo.methods import Method, StepOutput
 
 
-class RDOTrainer(Trainer):
+class MetricsTrainer(Trainer):
+    """A Trainer whose loss returns a per-batch mean and whose metrics are exact per-element means.
+
+    Metrics are accumulated as (sum, count) over all processes — one gather per step — and logged as
+    sum / count over the logging window, so batches of different sizes (or a metric empty on some
+    rank) are averaged correctly, and eval metrics agree with Trainer's per-sample `eval_loss`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # we return a per-batch mean; Trainer divides by accumulation steps
+        self._metrics = {"train": defaultdict(lambda: [0.0, 0.0]), "eval": defaultdict(lambda: [0.0, 0.0])}
+
+    def record_metrics(self, model, values: dict[str, torch.Tensor]) -> None:
+        mode = "train" if model.training else "eval"
+        sums = torch.stack([torch.stack([v.detach().float().sum(), v.new_tensor(v.numel(), dtype=torch.float32)])
+                            for v in values.values()])  # (M, 2)
+        sums = self.accelerator.gather(sums.unsqueeze(0)).sum(0)  # (M, 2) over processes
+        for name, (total, count) in zip(values, sums.tolist()):
+            acc = self._metrics[mode][name]
+            acc[0] += total
+            acc[1] += count
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if mode == "eval" else ""
+        for name, (total, count) in self._metrics[mode].items():
+            if count > 0:
+                logs[prefix + name] = total / count
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+
+class RDOTrainer(MetricsTrainer):
     """Trains `model` with `method`'s loss, each unit weighted by its row's coefficient.
 
     `ref_model`: a separate live reference (only with `precompute_ref=False` and no LoRA).
@@ -24,9 +62,6 @@ class RDOTrainer(Trainer):
         self.ref_model = ref_model
         if ref_model is not None:
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
-        # We return a per-batch mean; let Trainer divide by the accumulation steps.
-        self.model_accepts_loss_kwargs = False
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(lambda: [0.0, 0.0]), "eval": defaultdict(lambda: [0.0, 0.0])}
 
     # --- reference values ----------------------------------------------------------------------
 
@@ -57,34 +92,9 @@ class RDOTrainer(Trainer):
         loss = (out.weights.to(out.losses.dtype) * out.losses).sum() / n_units  # the one weighted reduction
         if out.extra is not None:
             loss = loss + out.extra
-        mode = "train" if model.training else "eval"
-        self._record(mode, out)
+        self._record(model, out)
         return (loss, {}) if return_outputs else loss
 
-    def _record(self, mode: str, out: StepOutput) -> None:
-        """Store this step's metrics, each the mean over its elements on all processes."""
+    def _record(self, model, out: StepOutput) -> None:
         per_row = out.losses.detach().reshape(out.losses.shape[0], -1).sum(1)  # (B,); RRHF: a prompt's pairs summed
-        values = {"loss/unweighted": per_row, **out.metrics}
-        # One gather per step: (sum, count) of every metric; a metric may be empty on some ranks.
-        sums = torch.stack([torch.stack([v.detach().float().sum(), v.new_tensor(v.numel(), dtype=torch.float32)])
-                            for v in values.values()])  # (M, 2)
-        sums = self.accelerator.gather(sums.unsqueeze(0)).sum(0)  # (M, 2) over processes
-        for name, (total, count) in zip(values, sums.tolist()):
-            acc = self._metrics[mode][name]  # [sum, count] since the last log: a per-element mean, whatever the batch sizes
-            acc[0] += total
-            acc[1] += count
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager() if hasattr(self, "compute_loss_context_manager") else nullcontext():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if mode == "eval" else ""
-        for name, (total, count) in self._metrics[mode].items():
-            if count > 0:
-                logs[prefix + name] = total / count
-        self._metrics[mode].clear()
-        super().log(logs, start_time)
+        self.record_metrics(model, {"loss/unweighted": per_row, **out.metrics})
