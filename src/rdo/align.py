@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from rdo.data import DataError, load_records
 from rdo.data.convert import convert_records, row_key
 from rdo.data.tokenize import Encoder, encode_records
 from rdo.methods import Method, get_method
-from rdo.models import add_lora, load_causal_lm, load_tokenizer
+from rdo.models import add_lora, load_causal_lm, load_tokenizer, save_trained
 from rdo.reference import cache_path, default_cache_dir, load_or_compute
 
 log = logging.getLogger("rdo.align")
@@ -152,16 +151,6 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
 
 def save_outputs(cfg: AlignConfig, trainer, tokenizer, report: dict, train_metrics: dict) -> dict:
     """A normal `save_pretrained` folder (LoRA merged; the adapter kept in adapter/), config and metrics."""
-    out = Path(cfg.output_dir)
     metrics = {"train": train_metrics, "data": report, "log_history": trainer.state.log_history}
-    if not trainer.is_world_process_zero():
-        return metrics
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "rdo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
-    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    save_trained(trainer, tokenizer, cfg, metrics)
     return metrics

@@ -31,3 +31,28 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: str, tas
     targets = "all-linear" if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",") if m.strip()]
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
     return get_peft_model(model, config)
+
+
+def save_trained(trainer, tokenizer, cfg, metrics: dict, prepare=None) -> bool:
+    """Write a normal `save_pretrained` folder to `cfg.output_dir` (LoRA merged, adapter kept in adapter/),
+    plus the resolved config and metrics as JSON. `prepare(model)` runs just before saving.
+
+    Only the main process writes; returns whether this process did.
+    """
+    import json
+    from pathlib import Path
+
+    if not trainer.is_world_process_zero():
+        return False
+    out = Path(cfg.output_dir)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    if prepare is not None:
+        prepare(model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "rdo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    return True

@@ -13,7 +13,6 @@ the new head get separate learning rates (the paper: 1e-5 and 1e-4).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import defaultdict
@@ -28,6 +27,7 @@ from rdo.data import DataError, load_records
 from rdo.data.collate import pad_sequences
 from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
+from rdo.models import save_trained
 from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_parameter_names, resolve_template, tokenize_many
 from rdo.trainer import MetricsTrainer
 
@@ -271,19 +271,12 @@ def _train(cfg, kind: str) -> dict:
 
 def save_scorer(cfg, trainer, tokenizer, spec: ScorerSpec, metrics: dict) -> dict:
     """An ordinary Hugging Face folder (LoRA merged; the adapter kept in adapter/) + rdo.json, config, metrics."""
-    out = Path(cfg.output_dir)
     metrics["log_history"] = trainer.state.log_history
-    if not trainer.is_world_process_zero():
-        return metrics
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    spec.save(out)
-    (out / "rdo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
-    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    log.info("saved the %s model to %s", spec.kind, out)
+
+    def set_pad(model):  # the head finds each row's last token by the pad id
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    if save_trained(trainer, tokenizer, cfg, metrics, prepare=set_pad):
+        spec.save(Path(cfg.output_dir))
+        log.info("saved the %s model to %s", spec.kind, cfg.output_dir)
     return metrics
