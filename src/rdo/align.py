@@ -57,8 +57,8 @@ def prepare_features(
     if method.data_kind == "ranked":
         weights, keep, stats = _ranked_weights(source, policy, sources, coef_column)
     else:
-        reward_diffs = [r[coef_column] if coef_column else 0.0 for r in sources]
-        weights, keep, stats = policy.weights(reward_diffs)
+        reward_diffs = [r[coef_column] for r in sources] if coef_column else None
+        weights, keep, stats = policy.weights(reward_diffs, n=len(sources))
         weights, keep = weights.tolist(), keep.tolist()
     for f, w in zip(features, weights):
         f["rdo_weight"] = w

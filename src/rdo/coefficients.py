@@ -44,11 +44,16 @@ class CoefficientPolicy:
         if self.normalize not in NORMALIZE:
             raise ValueError(f"normalize={self.normalize!r}: choose one of {NORMALIZE}")
 
-    def weights(self, reward_diffs) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def weights(self, reward_diffs, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Map R (N,) to (weights (N,), keep mask (N,) bool, statistics dict).
 
         Dropped rows get weight 0 and keep=False; the caller removes them from the dataset.
+        With α = 0 R is not needed: pass `reward_diffs=None` and the row count `n`.
         """
+        if reward_diffs is None:
+            if self.alpha != 0:
+                raise ValueError("alpha > 0 needs reward differences")
+            return torch.ones(n), torch.ones(n, dtype=torch.bool), self._plain_stats(n)
         r = torch.as_tensor(reward_diffs, dtype=torch.float64).flatten()  # (N,)
         if r.numel() == 0:
             raise ValueError("no reward differences to weight")
@@ -84,6 +89,13 @@ class CoefficientPolicy:
             "weight": _summary(w[keep]),
         }
         return w.float(), keep, stats
+
+    def _plain_stats(self, n: int) -> dict:
+        """α = 0 without any R: every weight is 1.0, nothing is clipped or dropped."""
+        ones = torch.ones(n, dtype=torch.float64)
+        return {"policy": {"alpha": 0.0, "nonpositive": self.nonpositive, "floor": self.floor, "normalize": self.normalize},
+                "n": n, "n_kept": n, "frac_nonpositive": None, "frac_raised_to_floor": 0.0, "frac_dropped": 0.0,
+                "normalizer": 1.0, "reward_diff": None, "weight": _summary(ones)}
 
 
 def ranked_weights(
@@ -123,6 +135,8 @@ def _summary(x: torch.Tensor) -> dict:
 def format_stats(stats: dict) -> str:
     """A few human-readable lines for logs."""
     p = stats["policy"]
+    if stats["reward_diff"] is None:
+        return f"coefficients: alpha=0 (the plain method): every one of {stats['n']} weights is 1.0"
     w, r = stats["weight"], stats["reward_diff"]
     return (
         f"coefficients: alpha={p['alpha']} nonpositive={p['nonpositive']} floor={p['floor']} normalize={p['normalize']}\n"
