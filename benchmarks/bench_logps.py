@@ -1,7 +1,8 @@
 """Per-token log-probs from logits: `rdo.logps.selective_log_softmax` vs the naive full log-softmax.
 
-    naive:  torch.log_softmax(logits.float(), -1).gather(-1, index[..., None])   # materialises (B, T, V)
-    rdo:    gather(logits, index) - logsumexp(logits), one (T, V) row at a time   # keeps (B, T)
+    naive:   torch.log_softmax(logits.float(), -1).gather(-1, index[..., None])  # materialises (B, T, V)
+    rdo:     gather(logits, index) - logsumexp(logits), one (T, V) row at a time  # rdo's fp32 path
+    rowwise: log_softmax(row.float()).gather(...), one (T, V) row at a time      # rdo's bf16 path, for any dtype
 
 For logits of shape (B, T, V) = (8, 512, 49152) fp32 (SmolLM2's vocabulary; 768 MiB of logits), each
 variant is timed (median of repeats after one warm-up) forward only and forward + backward, and its
@@ -20,7 +21,7 @@ from benchmarks.measure import MiB, median, run_workers, worker_main
 
 SHAPES = {"quick": (2, 64, 1024), "full": (8, 512, 49152)}
 REPEATS = {"quick": 2, "full": 3}
-VARIANTS = ("naive", "rdo")
+VARIANTS = ("naive", "rdo", "rowwise")
 MODES = ("forward", "forward+backward")
 
 
@@ -50,9 +51,11 @@ def run(quick: bool, device: str = "cpu") -> dict:
         "summary": [
             "extra_mib: peak memory beyond the logits (and their gradient, with backward); "
             + ("CUDA allocator counters." if cuda else "peak RSS of a fresh process over its RSS before the call."),
-            "analytic_extra_mib (forward): naive keeps a full fp32 (B, T, V) log-softmax; rdo keeps one (T, V) "
-            "row's temporaries (logits - max, then exp) at a time, and upcasts bf16 one row at a time.",
-            f"outputs agree: {agree['passed']} (max |naive - rdo| = {agree['max_abs_diff']})",
+            "analytic_extra_mib (forward): naive keeps a full fp32 (B, T, V) log-softmax; rdo and rowwise keep one "
+            "fp32 (T, V) row temporary at a time (rdo: exp(logits - max) inside logsumexp; rowwise: the row's log-softmax).",
+            "rowwise is not in rdo for fp32 inputs: it is rdo's own bf16 path, measured on fp32 too as the candidate "
+            "that has rdo's memory and a single fused kernel per row.",
+            f"outputs agree: {agree['passed']} (max |naive - other| = {agree['max_abs_diff']})",
         ],
         "agreement": agree,
         "passed": agree["passed"],
@@ -76,7 +79,7 @@ def _agreement(outs: list[dict]) -> dict:
     diffs = []
     for (dtype, mode, variant), o in by.items():
         other = by.get((dtype, mode, "naive"))
-        if variant == "rdo" and other:
+        if variant != "naive" and other:
             diffs += [abs(a - b) for a, b in zip(o["sample"], other["sample"])]
     worst = max(diffs) if diffs else None
     return {"passed": worst is not None and worst < 1e-3, "max_abs_diff": worst}
@@ -92,13 +95,20 @@ def naive_logps(logits, index):
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
 
+def rowwise_logps(logits, index):
+    import torch
+
+    return torch.stack([torch.log_softmax(row.float(), dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+                        for row, idx in zip(logits, index)])
+
+
 def measure_case(case: dict, shape, device: str, repeats: int) -> dict:
     import torch
 
     from benchmarks.measure import current_rss_mib, peak_rss_mib, reset_peak_rss, sync
     from rdo.logps import selective_log_softmax
 
-    fn = naive_logps if case["variant"] == "naive" else selective_log_softmax
+    fn = {"naive": naive_logps, "rdo": selective_log_softmax, "rowwise": rowwise_logps}[case["variant"]]
     dtype = getattr(torch, case["dtype"])
     backward = case["mode"] == "forward+backward"
     cuda = device.startswith("cuda")
@@ -143,7 +153,7 @@ def measure_case(case: dict, shape, device: str, repeats: int) -> dict:
         sync(device)
         times.append(time.perf_counter() - start)
     elem = 4  # the fp32 the analysis keeps
-    analytic = B * T * V * elem if case["variant"] == "naive" else 2 * T * V * elem
+    analytic = B * T * V * elem if case["variant"] == "naive" else T * V * elem
     return dict(case, median_s=median(times), times_s=times, extra_mib=extra,
                 analytic_extra_mib=analytic / MiB if case["mode"] == "forward" else None,
                 sample=sample, logits_mib=logits.numel() * logits.element_size() / MiB)
