@@ -49,12 +49,14 @@ TOLERANCES = {
 FAIRNESS = [
     "Same model object construction (seeded random weights, identical checksum), same rows, same batch size, "
     "max_length 1024 (no row is truncated by either), β 0.1, AdamW (the Trainer's default, fused where "
-    "available), the same learning rate with the default linear decay, max_grad_norm 1.0, no warm-up, seed 0, per-step logging in both.",
+    "available), the same learning rate with the default linear decay, max_grad_norm 1.0, no warm-up, seed 0, "
+    "per-step logging in both.",
     "Sampler: random in both (TRL's and the Trainer's default). rdo's own default, group_by_length, would cut "
     "padding; it is switched off so both see identical batches and their losses can be compared step by step.",
     "Reference log-probs are precomputed in both, before training, with the same batch size as training "
     "(TRL precompute_ref_log_probs=True, precompute_ref_batch_size=B; rdo per_device_eval_batch_size=B). "
-    "rdo's pass runs in length-sorted batches; TRL's in dataset order. Neither is timed as a step; setup_s shows it.",
+    "rdo's pass runs in length-sorted batches; TRL's in dataset order. Neither is timed as a step; setup_s "
+    "shows it.",
     "gradient_checkpointing off in both. TRL's config defaults it to True, the Trainer (and so rdo) to False; "
     "with it on, both would trade the same recomputation for activation memory.",
     "Precision: fp32 weights in both; on CUDA bf16 autocast in both (bf16=True, TRL's default), on CPU none "
@@ -62,8 +64,8 @@ FAIRNESS = [
     "TRL's defaults kept: its fused, chunked LM head (log-probs without materialising the (B, T, V) logits; "
     "Triton kernels on CUDA, scoring only completion tokens there), the extra per-token metrics it computes "
     "with it (entropy, mean logits, top-1 accuracy), padding_free=False (its only value since the DPO refactor), "
-    "pad_to_multiple_of=None, disable_dropout=True (Llama has no dropout, so a no-op). rdo computes full logits "
-    "and a row-wise log-softmax (rdo.logps).",
+    "pad_to_multiple_of=None, disable_dropout=True (Llama has no dropout, so a no-op). rdo computes the full "
+    "logits, then log-probs one sequence at a time (rdo.logps.selective_log_softmax).",
     "rdo is run through the same steps as `rdo align` (prepare_features, the reference pass, RDOTrainer) but "
     "without reading a model folder or saving one, as TRL is given the model object; neither side's setup is timed.",
     "Tokens/s counts non-pad tokens (the Trainer's include_num_input_tokens_seen='non_padding': prompt+chosen "
@@ -89,7 +91,8 @@ def run(quick: bool, device: str = "cpu") -> dict:
             out.update(model=model, framework=framework, alpha=alpha)
             results.append(out)
             rows.append(_row(out, profile["warmup"]))
-        checks[model] = _check({(o["framework"], o["alpha"]): o for o in outs}, "bf16" if device.startswith("cuda") else "fp32")
+        precision = "bf16" if device.startswith("cuda") else "fp32"
+        checks[model] = _check({(o["framework"], o["alpha"]): o for o in outs}, precision)
         _add_ratios(rows, model)
     return {
         "title": "DPO training: rdo vs TRL DPOTrainer",
@@ -121,14 +124,16 @@ def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
             lines.append(f"{model}: loss check FAILED ({c.get('reason')})")
             continue
         lines.append(
-            f"{model}: loss check ({c['precision']}) {'passed' if c['passed'] else 'FAILED'}: step-1 loss TRL {c['trl_first_loss']:.6f}, "
+            f"{model}: loss check ({c['precision']}) {'passed' if c['passed'] else 'FAILED'}: "
+            f"step-1 loss TRL {c['trl_first_loss']:.6f}, "
             f"rdo α=0 {c['rdo_alpha0_first_loss']:.6f} (ln 2 = {c['ln2']:.6f}); first {len(c['trl_losses'])} losses "
             f"differ by at most {c['max_abs_diff']:.2e}; TRL {', '.join(f'{x:.5f}' for x in c['trl_losses'])}"
         )
         by = {r["framework"]: r for r in rows if r["model"] == model and "error" not in r}
         a0, a5 = by.get("rdo α=0"), by.get("rdo α=0.5")
         if a0 and a5:
-            lines.append(f"{model}: weights on (α=0.5) vs off (α=0): {a5['s_per_step'] / a0['s_per_step'] - 1:+.1%} s/step, "
+            lines.append(f"{model}: weights on (α=0.5) vs off (α=0): "
+                         f"{a5['s_per_step'] / a0['s_per_step'] - 1:+.1%} s/step, "
                          f"{round(a5['peak_train_mib'] - a0['peak_train_mib']):+d} MiB peak")
     return lines
 
@@ -169,7 +174,8 @@ def _check(by_run: dict, precision: str) -> dict:
     first_tol, rtol = TOLERANCES[precision]
     trl, rdo = by_run[("trl", None)], by_run[("rdo", 0.0)]
     if "error" in trl or "error" in rdo:
-        return {"passed": False, "reason": "a run failed", "trl_error": trl.get("error"), "rdo_error": rdo.get("error")}
+        return {"passed": False, "reason": "a run failed", "trl_error": trl.get("error"),
+                "rdo_error": rdo.get("error")}
     a, b = trl["losses"][:LOSS_STEPS], rdo["losses"][:LOSS_STEPS]
     ln2 = math.log(2)
     diffs = [abs(x - y) for x, y in zip(a, b)]
@@ -302,7 +308,8 @@ def worker(spec: dict) -> dict:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     vocab = MODELS[spec["model"]]["vocab_size"]
-    rows = preference_rows(spec["batch_size"] * spec["steps"], vocab, spec["prompt_len"], tuple(spec["response_len"]), spec["seed"])
+    rows = preference_rows(spec["batch_size"] * spec["steps"], vocab, spec["prompt_len"], tuple(spec["response_len"]),
+                           spec["seed"])
     tokenizer = word_tokenizer(vocab)
     results = []
     for i, run in enumerate(spec["runs"]):
