@@ -107,13 +107,14 @@ def run(quick: bool, device: str = "cpu") -> dict:
     }
 
 
-COLUMNS = ["model", "framework", "s_per_step", "s_per_step_min", "tokens_per_s", "peak_train_mib", "train_added_mib",
-           "speed_vs_trl", "memory_vs_trl", "setup_s", "first_loss", "load_1m", "error"]
+COLUMNS = ["model", "framework", "s_per_step", "s_per_step_min", "cpu_s_per_step", "tokens_per_s", "peak_train_mib",
+           "train_added_mib", "speed_vs_trl", "memory_vs_trl", "setup_s", "first_loss", "load_1m", "error"]
 
 
 def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
     memory = "CUDA max_memory_allocated" if device.startswith("cuda") else "peak RSS of the whole process"
-    lines = [f"s_per_step: median after warm-up (s_per_step_min: the fastest such step); tokens_per_s: median over "
+    lines = [f"s_per_step: median after warm-up (s_per_step_min: the fastest such step; cpu_s_per_step: median "
+             f"process CPU time, all threads, which competing processes disturb less); tokens_per_s: median over "
              f"the same steps of non-pad tokens / step time; load_1m: the machine's 1-minute load average around "
              f"training (above the core count, other processes were competing and the timings are inflated); "
              f"peak_train_mib: {memory} during training only; train_added_mib: that peak minus what was in use when "
@@ -147,6 +148,7 @@ def _row(out: dict, warmup: int) -> dict:
     row.update(
         s_per_step=median(step_s),
         s_per_step_min=min(step_s),
+        cpu_s_per_step=median(steady(out["cpu_s"], warmup)),
         tokens_per_s=median([n / t for n, t in zip(tokens, step_s)]),
         peak_train_mib=out["peak_train_mib"],
         train_added_mib=out["peak_train_mib"] - out["at_train_start_mib"],
@@ -215,8 +217,9 @@ def step_timer(device: str):
         def __init__(self):
             self.memory = PeakMemory(device)
             self.step_s: list[float] = []
+            self.cpu_s: list[float] = []  # process CPU time (all threads): less sensitive to competing processes
             self.tokens: list[int] = []
-            self._last = None
+            self._last = self._last_cpu = None
             self._seen = 0
 
         def on_train_begin(self, args, state, control, **kw):
@@ -225,13 +228,15 @@ def step_timer(device: str):
         def on_step_begin(self, args, state, control, **kw):
             if self._last is None:
                 sync(device)
-                self._last = time.perf_counter()
+                self._last, self._last_cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             sync(device)
             now = time.perf_counter()
+            cpu = time.process_time()
             self.step_s.append(now - self._last)  # step end to step end: data, forward, backward, optimizer, logging
-            self._last = now
+            self.cpu_s.append(cpu - self._last_cpu)
+            self._last, self._last_cpu = now, cpu
             self.tokens.append(state.num_input_tokens_seen - self._seen)
             self._seen = state.num_input_tokens_seen
 
@@ -350,6 +355,7 @@ def train_one(spec: dict, tokenizer, rows) -> dict:
         "attn_implementation": model.config._attn_implementation,
         "torch_threads": torch.get_num_threads(),
         "step_s": timer.step_s,
+        "cpu_s": timer.cpu_s,
         "tokens": timer.tokens,
         "losses": [h["loss"] for h in history],
         "grad_norms": [h.get("grad_norm") for h in history],

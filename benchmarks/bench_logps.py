@@ -33,14 +33,14 @@ def run(quick: bool, device: str = "cpu") -> dict:
     cases = [dict(variant=v, mode=m, dtype=d) for d in dtypes for m in MODES for v in VARIANTS]
     base = dict(shape=shape, device=device, repeats=REPEATS[size], threads=1 if quick else None)
     if cuda:  # exact allocator counters: one process is enough
-        outs = run_workers("benchmarks.bench_logps", [dict(base, cases=cases)])[0]
-        outs = outs.get("results") or [dict(c, error=outs.get("error"), stderr_tail=outs.get("stderr_tail")) for c in cases]
+        (out,) = run_workers("benchmarks.bench_logps", [dict(base, cases=cases)])
+        outs = out.get("results") or [dict(c, **out) for c in cases]  # a failed process fails every case
     else:  # RSS: one process per case, so no case inherits another's freed-but-mapped memory
-        outs = [o.get("results", [dict(c, **o)])[0] for c, o in
-                zip(cases, run_workers("benchmarks.bench_logps", [dict(base, cases=[c]) for c in cases], 2 if quick else 1))]
-    rows = []
-    for o in outs:
-        rows.append({k: o.get(k) for k in ("dtype", "mode", "variant", "median_s", "extra_mib", "analytic_extra_mib", "error")})
+        specs = [dict(base, cases=[c]) for c in cases]
+        done = run_workers("benchmarks.bench_logps", specs, 2 if quick else 1)
+        outs = [o["results"][0] if "results" in o else dict(c, **o) for c, o in zip(cases, done)]
+    keys = ("dtype", "mode", "variant", "median_s", "extra_mib", "analytic_extra_mib", "error")
+    rows = [{k: o.get(k) for k in keys} for o in outs]
     agree = _agreement(outs)
     return {
         "title": f"Log-probs from logits {tuple(shape)}: rdo selective_log_softmax vs naive log_softmax",
@@ -52,7 +52,8 @@ def run(quick: bool, device: str = "cpu") -> dict:
             "extra_mib: peak memory beyond the logits (and their gradient, with backward); "
             + ("CUDA allocator counters." if cuda else "peak RSS of a fresh process over its RSS before the call."),
             "analytic_extra_mib (forward): naive keeps a full fp32 (B, T, V) log-softmax; rdo and rowwise keep one "
-            "fp32 (T, V) row temporary at a time (rdo: exp(logits - max) inside logsumexp; rowwise: the row's log-softmax).",
+            "fp32 (T, V) row temporary at a time (rdo: exp(logits - max) inside logsumexp; rowwise: the row's "
+            "log-softmax).",
             "rowwise is not in rdo for fp32 inputs: it is rdo's own bf16 path, measured on fp32 too as the candidate "
             "that has rdo's memory and a single fused kernel per row.",
             f"outputs agree: {agree['passed']} (max |naive - other| = {agree['max_abs_diff']})",

@@ -33,7 +33,8 @@ def test_quick_dpo_benchmark_reports_every_field_and_matching_losses(tmp_path):
     assert [r["framework"] for r in dpo["rows"]] == ["TRL DPOTrainer", "rdo α=0", "rdo α=0.5"]
     for row in dpo["rows"]:
         assert "error" not in row, row
-        for key in ("s_per_step", "tokens_per_s", "peak_train_mib", "train_added_mib", "peak_process_mib", "speed_vs_trl"):
+        for key in ("s_per_step", "s_per_step_min", "cpu_s_per_step", "tokens_per_s", "peak_train_mib", "train_added_mib",
+                    "peak_process_mib", "speed_vs_trl", "memory_vs_trl"):
             assert isinstance(row[key], float), (row["framework"], key)
     for run in dpo["runs"]:
         assert len(run["losses"]) == len(run["step_s"]) == dpo["settings"]["steps"]
