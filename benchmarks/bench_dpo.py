@@ -114,7 +114,7 @@ COLUMNS = ["model", "framework", "s_per_step", "s_per_step_min", "cpu_s_per_step
 def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
     memory = "CUDA max_memory_allocated" if device.startswith("cuda") else "peak RSS of the whole process"
     lines = [f"s_per_step: median after warm-up (s_per_step_min: the fastest such step; cpu_s_per_step: median "
-             f"process CPU time, all threads, which competing processes disturb less); tokens_per_s: median over "
+             f"process CPU time of all threads, about threads × s_per_step when nothing competes); tokens_per_s: median over "
              f"the same steps of non-pad tokens / step time; load_1m: the machine's 1-minute load average around "
              f"training (above the core count, other processes were competing and the timings are inflated); "
              f"peak_train_mib: {memory} during training only; train_added_mib: that peak minus what was in use when "
@@ -217,7 +217,7 @@ def step_timer(device: str):
         def __init__(self):
             self.memory = PeakMemory(device)
             self.step_s: list[float] = []
-            self.cpu_s: list[float] = []  # process CPU time (all threads): less sensitive to competing processes
+            self.cpu_s: list[float] = []  # process CPU time, all threads: about threads x wall when nothing competes
             self.tokens: list[int] = []
             self._last = self._last_cpu = None
             self._seen = 0
@@ -310,8 +310,6 @@ def worker(spec: dict) -> dict:
 
     from benchmarks.synthetic import MODELS, preference_rows, word_tokenizer
 
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
     vocab = MODELS[spec["model"]]["vocab_size"]
     rows = preference_rows(spec["batch_size"] * spec["steps"], vocab, spec["prompt_len"], tuple(spec["response_len"]),
                            spec["seed"])

@@ -163,8 +163,6 @@ def measure_case(case: dict, shape, device: str, repeats: int) -> dict:
 def worker(spec: dict) -> dict:
     import torch
 
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
     results = []
     for case in spec["cases"]:
         try:

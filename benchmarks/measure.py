@@ -110,10 +110,14 @@ def steady(xs: list, warmup: int) -> list:
 # --- worker processes ---------------------------------------------------------------------------
 
 def child_env(threads: int | None = None) -> dict[str, str]:
-    """The parent's environment, offline, quiet, with this checkout's `src` and root importable."""
+    """The parent's environment, offline, quiet, with this checkout's `src` and root importable.
+
+    `threads` (else `RDO_BENCH_THREADS`, set by `run.py --threads`) caps the worker's intra-op threads.
+    """
     env = dict(os.environ)
+    threads = threads or env.get("RDO_BENCH_THREADS")
     if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = env["RDO_BENCH_THREADS"] = str(threads)
     path = [str(ROOT / "src"), str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env.update(
         PYTHONPATH=os.pathsep.join(path), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1",
@@ -155,6 +159,10 @@ def worker_main(fn) -> None:
     """Entry point of a worker module: `fn(spec) -> dict`, read from argv[1], written to argv[2]."""
     spec_path, out_path = sys.argv[1], sys.argv[2]
     spec = json.loads(Path(spec_path).read_text())
+    if os.environ.get("RDO_BENCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["RDO_BENCH_THREADS"]))
     result = fn(spec)
     Path(out_path).write_text(json.dumps(result, indent=1))
 

@@ -125,7 +125,8 @@ def render_all(report: dict) -> str:
     where = m.get("gpu") or f"{m['cpu']} ({m['cpus_usable']} usable cores)"
     head = (f"# rdo benchmarks ({'quick' if report['quick'] else 'full'}, {m['device']})\n\n"
             f"{m['date']} on {where}; torch {v['torch']}, transformers {v['transformers']}, trl {v['trl']}, "
-            f"datasets {v['datasets']}; load average at start {m['load_average_at_start'][0]:.2f}.")
+            f"datasets {v['datasets']}; threads per worker: {m['threads_per_worker']}; "
+            f"load average at start {m['load_average_at_start'][0]:.2f}.")
     body = [render(n, r) for n, r in report["benchmarks"].items()]
     return "\n\n".join([head, *body]) + "\n"
 
@@ -136,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
     p.add_argument("--only", default=None, help="comma-separated benchmark names, e.g. dpo,logps")
     p.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for results.json and results.md")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker process (default: torch's, all cores). On a shared machine 1 keeps "
+                        "timings sane: with every core busy, a competing process stalls each multi-threaded op")
     args = p.parse_args(argv)
+    if args.threads:
+        os.environ["RDO_BENCH_THREADS"] = str(args.threads)
 
     available = discover()
     names = list(available) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"quick": args.quick, "machine": machine_info(args.device), "benchmarks": {}}
+    report["machine"]["threads_per_worker"] = args.threads or "torch default"
     ok = True
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
