@@ -29,8 +29,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not multiproc"
 
+# `make bench BENCH_ARGS="--quick --only dpo"`; see docs/performance.md
 bench: install
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

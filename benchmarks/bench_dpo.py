@@ -1,0 +1,378 @@
+"""DPO training, rdo vs TRL 1.16's `DPOTrainer`, side by side: speed, memory and the same losses.
+
+Both frameworks get the same model (seeded random weights of a real architecture), the same
+preference rows (exact token lengths), the same batches in the same order, the same optimizer,
+learning rate, schedule, β, step count and precision, and precomputed reference log-probs. Each
+configuration trains in its own process, so its peak memory is its own.
+
+Measured per configuration: seconds per optimizer step (median after warm-up, from a
+`TrainerCallback` that stamps every step's end), non-pad tokens per second, peak memory of the
+training phase, and the Trainer's own logged loss at every step. The correctness check: rdo with
+α = 0 is plain DPO, so its first loss is ln 2 (policy = reference) and equals TRL's, and the next
+losses follow TRL's. rdo with α = 0.5 shows what the per-pair weights cost.
+
+Every setting where the two sides differ, and why, is in `FAIRNESS` and lands in the results.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from benchmarks.measure import median, run_workers, steady, worker_main
+
+# Sizes per mode. Batches are pairs per device; each pair is two sequences in one forward.
+# --quick only checks that everything runs and agrees: one thread per process, TRL and rdo at once, both
+# rdo runs in one process, a learning rate large enough that the tiny model's loss visibly leaves ln 2.
+# Its timings and memory mean nothing.
+PROFILES = {
+    "quick": dict(models=["tiny"], batch_size=2, steps=6, warmup=2, prompt_len=16, response_len=(16, 32),
+                  learning_rate=1e-3, threads=1, parallel=2, share_rdo_process=True),
+    "cpu": dict(models=["smollm2-135m"], batch_size=2, steps=10, warmup=2, prompt_len=64, response_len=(64, 128),
+                learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False),
+    "cuda": dict(models=["smollm2-135m", "llama-1b"], batch_size=8, steps=30, warmup=5, prompt_len=64,
+                 response_len=(64, 128), learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False),
+}
+# (framework, α): α = None for TRL
+RUNS = [("trl", None), ("rdo", 0.0), ("rdo", 0.5)]
+COMMON = dict(beta=0.1, max_length=1024, seed=0)
+LOSS_STEPS = 5  # compare the first this-many logged losses
+# (|first loss - ln 2| and |rdo - TRL| at step 1, relative agreement of the next losses)
+TOLERANCES = {
+    "fp32": (1e-4, 1e-3),  # rounding only; Adam amplifies it a little over the steps
+    # bf16 autocast: the reference pass and the step see different batch shapes, and rdo's reference pass
+    # (like `rdo align`'s) runs outside autocast, in fp32, while the policy's step runs in bf16.
+    "bf16": (5e-2, 5e-2),
+}
+
+FAIRNESS = [
+    "Same model object construction (seeded random weights, identical checksum), same rows, same batch size, "
+    "max_length 1024 (no row is truncated by either), β 0.1, AdamW (the Trainer's default, fused where "
+    "available), the same learning rate with the default linear decay, max_grad_norm 1.0, no warm-up, seed 0, "
+    "per-step logging in both.",
+    "Sampler: random in both (TRL's and the Trainer's default). rdo's own default, group_by_length, would cut "
+    "padding; it is switched off so both see identical batches and their losses can be compared step by step.",
+    "Reference log-probs are precomputed in both, before training, with the same batch size as training "
+    "(TRL precompute_ref_log_probs=True, precompute_ref_batch_size=B; rdo per_device_eval_batch_size=B). "
+    "rdo's pass runs in length-sorted batches; TRL's in dataset order. Neither is timed as a step; setup_s "
+    "shows it.",
+    "gradient_checkpointing off in both. TRL's config defaults it to True, the Trainer (and so rdo) to False; "
+    "with it on, both would trade the same recomputation for activation memory.",
+    "Precision: fp32 weights in both; on CUDA bf16 autocast in both (bf16=True, TRL's default), on CPU none "
+    "(bf16=False: TRL would otherwise default to bf16 autocast even on CPU).",
+    "TRL's defaults kept: its fused, chunked LM head (log-probs without materialising the (B, T, V) logits; "
+    "Triton kernels on CUDA, scoring only completion tokens there), the extra per-token metrics it computes "
+    "with it (entropy, mean logits, top-1 accuracy), padding_free=False (its only value since the DPO refactor), "
+    "pad_to_multiple_of=None, disable_dropout=True (Llama has no dropout, so a no-op). rdo computes the full "
+    "logits, then log-probs one sequence at a time (rdo.logps.selective_log_softmax).",
+    "rdo is run through the same steps as `rdo align` (prepare_features, the reference pass, RDOTrainer) but "
+    "without reading a model folder or saving one, as TRL is given the model object; neither side's setup is timed.",
+    "Tokens/s counts non-pad tokens (the Trainer's include_num_input_tokens_seen='non_padding': prompt+chosen "
+    "and prompt+rejected), identical for both since the batches are identical.",
+]
+
+
+# ================================================================================================
+# parent: run every configuration in its own process, compare
+# ================================================================================================
+
+def run(quick: bool, device: str = "cpu") -> dict:
+    profile = PROFILES["quick" if quick else ("cuda" if device.startswith("cuda") else "cpu")]
+    settings = dict(COMMON, **profile, device=device)
+    results, rows, checks = [], [], {}
+    for model in profile["models"]:
+        groups = [RUNS[:1], RUNS[1:]] if profile["share_rdo_process"] else [[r] for r in RUNS]
+        specs = [dict(settings, model=model, runs=[dict(framework=f, alpha=a) for f, a in g]) for g in groups]
+        outs = []
+        for group, out in zip(groups, run_workers("benchmarks.bench_dpo", specs, profile["parallel"])):
+            outs += out["results"] if "results" in out else [dict(out) for _ in group]  # a failed process fails its runs
+        for (framework, alpha), out in zip([r for g in groups for r in g], outs):
+            out.update(model=model, framework=framework, alpha=alpha)
+            results.append(out)
+            rows.append(_row(out, profile["warmup"]))
+        precision = "bf16" if device.startswith("cuda") else "fp32"
+        checks[model] = _check({(o["framework"], o["alpha"]): o for o in outs}, precision)
+        _add_ratios(rows, model)
+    return {
+        "title": "DPO training: rdo vs TRL DPOTrainer",
+        "settings": settings,
+        "columns": COLUMNS,
+        "rows": rows,
+        "summary": _summary(rows, checks, device),
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks.values()),
+        "fairness": FAIRNESS,
+        "runs": results,
+    }
+
+
+COLUMNS = ["model", "framework", "s_per_step", "s_per_step_min", "cpu_s_per_step", "tokens_per_s", "peak_train_mib",
+           "train_added_mib", "speed_vs_trl", "memory_vs_trl", "setup_s", "first_loss", "load_1m", "error"]
+
+
+def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
+    memory = "CUDA max_memory_allocated" if device.startswith("cuda") else "peak RSS of the whole process"
+    lines = [f"s_per_step: median after warm-up (s_per_step_min: the fastest such step; cpu_s_per_step: median "
+             f"process CPU time of all threads, about threads × s_per_step when nothing competes); tokens_per_s: median over "
+             f"the same steps of non-pad tokens / step time; load_1m: the machine's 1-minute load average around "
+             f"training (above the core count, other processes were competing and the timings are inflated); "
+             f"peak_train_mib: {memory} during training only; train_added_mib: that peak minus what was in use when "
+             f"training started (activations, gradients, optimizer state); "
+             f"speed_vs_trl > 1 means faster than TRL, memory_vs_trl < 1 means less memory."]
+    for model, c in checks.items():
+        if "trl_first_loss" not in c:
+            lines.append(f"{model}: loss check FAILED ({c.get('reason')})")
+            continue
+        lines.append(
+            f"{model}: loss check ({c['precision']}) {'passed' if c['passed'] else 'FAILED'}: "
+            f"step-1 loss TRL {c['trl_first_loss']:.6f}, "
+            f"rdo α=0 {c['rdo_alpha0_first_loss']:.6f} (ln 2 = {c['ln2']:.6f}); first {len(c['trl_losses'])} losses "
+            f"differ by at most {c['max_abs_diff']:.2e}; TRL {', '.join(f'{x:.5f}' for x in c['trl_losses'])}"
+        )
+        by = {r["framework"]: r for r in rows if r["model"] == model and "error" not in r}
+        a0, a5 = by.get("rdo α=0"), by.get("rdo α=0.5")
+        if a0 and a5:
+            lines.append(f"{model}: weights on (α=0.5) vs off (α=0): "
+                         f"{a5['s_per_step'] / a0['s_per_step'] - 1:+.1%} s/step, "
+                         f"{round(a5['peak_train_mib'] - a0['peak_train_mib']):+d} MiB peak")
+    return lines
+
+
+def _row(out: dict, warmup: int) -> dict:
+    label = "TRL DPOTrainer" if out["framework"] == "trl" else f"rdo α={out['alpha']:g}"
+    row = {"model": out["model"], "framework": label}
+    if "error" in out:
+        return dict(row, error=out["error"])
+    step_s, tokens = steady(out["step_s"], warmup), steady(out["tokens"], warmup)
+    row.update(
+        s_per_step=median(step_s),
+        s_per_step_min=min(step_s),
+        cpu_s_per_step=median(steady(out["cpu_s"], warmup)),
+        tokens_per_s=median([n / t for n, t in zip(tokens, step_s)]),
+        peak_train_mib=out["peak_train_mib"],
+        train_added_mib=out["peak_train_mib"] - out["at_train_start_mib"],
+        peak_process_mib=out["peak_process_mib"],
+        setup_s=out["setup_s"],
+        first_loss=out["losses"][0] if out["losses"] else None,
+        load_1m=sum(out["load_avg_1m"]) / 2,
+    )
+    return row
+
+
+def _add_ratios(rows: list[dict], model: str) -> None:
+    """TRL's s/step and memory divided by each row's (> 1: that row is faster / smaller than TRL)."""
+    mine = [r for r in rows if r["model"] == model]
+    trl = next((r for r in mine if r["framework"].startswith("TRL") and "error" not in r), None)
+    for r in mine:
+        if trl is None or "error" in r:
+            continue
+        r["speed_vs_trl"] = trl["s_per_step"] / r["s_per_step"]
+        r["memory_vs_trl"] = r["peak_train_mib"] / trl["peak_train_mib"]
+
+
+def _check(by_run: dict, precision: str) -> dict:
+    """rdo α=0 must reproduce TRL: first loss = ln 2 in both, equal, and the next losses close."""
+    first_tol, rtol = TOLERANCES[precision]
+    trl, rdo = by_run[("trl", None)], by_run[("rdo", 0.0)]
+    if "error" in trl or "error" in rdo:
+        return {"passed": False, "reason": "a run failed", "trl_error": trl.get("error"),
+                "rdo_error": rdo.get("error")}
+    a, b = trl["losses"][:LOSS_STEPS], rdo["losses"][:LOSS_STEPS]
+    ln2 = math.log(2)
+    diffs = [abs(x - y) for x, y in zip(a, b)]
+    rel = [d / abs(x) for d, x in zip(diffs, a)]
+    first_ok = abs(a[0] - ln2) < first_tol and abs(b[0] - ln2) < first_tol and diffs[0] < first_tol
+    rest_ok = all(r < rtol for r in rel[1:])
+    same_weights = trl["weights_checksum"] == rdo["weights_checksum"]
+    same_tokens = trl["tokens"] == rdo["tokens"]
+    return {
+        "passed": bool(first_ok and rest_ok and same_weights and same_tokens and len(a) == len(b) == LOSS_STEPS),
+        "ln2": ln2,
+        "trl_first_loss": a[0],
+        "rdo_alpha0_first_loss": b[0],
+        "trl_losses": a,
+        "rdo_alpha0_losses": b,
+        "max_abs_diff": max(diffs),
+        "max_rel_diff_after_step1": max(rel[1:]) if len(rel) > 1 else None,
+        "loss_moved": max(abs(x - ln2) for x in a) > 10 * TOLERANCES["fp32"][0],  # not a comparison of constants
+        "same_initial_weights": same_weights,
+        "same_tokens_per_step": same_tokens,
+        "precision": precision,
+        "tolerances": {"first_abs": first_tol, "later_rel": rtol},
+    }
+
+
+# ================================================================================================
+# worker: one framework, one configuration, in its own process
+# ================================================================================================
+
+def step_timer(device: str):
+    """A `TrainerCallback` stamping each optimizer step's end; the training phase's peak memory."""
+    from transformers import TrainerCallback
+
+    from benchmarks.measure import PeakMemory, sync
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.memory = PeakMemory(device)
+            self.step_s: list[float] = []
+            self.cpu_s: list[float] = []  # process CPU time, all threads: about threads x wall when nothing competes
+            self.tokens: list[int] = []
+            self._last = self._last_cpu = None
+            self._seen = 0
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.memory.start()
+
+        def on_step_begin(self, args, state, control, **kw):
+            if self._last is None:
+                sync(device)
+                self._last, self._last_cpu = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            sync(device)
+            now = time.perf_counter()
+            cpu = time.process_time()
+            self.step_s.append(now - self._last)  # step end to step end: data, forward, backward, optimizer, logging
+            self.cpu_s.append(cpu - self._last_cpu)
+            self._last, self._last_cpu = now, cpu
+            self.tokens.append(state.num_input_tokens_seen - self._seen)
+            self._seen = state.num_input_tokens_seen
+
+        def on_train_end(self, args, state, control, **kw):
+            self.memory.stop()
+
+    return StepTimer()
+
+
+def training_args(spec: dict) -> dict:
+    """TrainingArguments fields set identically for both frameworks."""
+    cuda = spec["device"].startswith("cuda")
+    return dict(
+        output_dir=spec["tmp_dir"] + "/out", per_device_train_batch_size=spec["batch_size"], max_steps=spec["steps"],
+        learning_rate=spec["learning_rate"], seed=spec["seed"], logging_steps=1, save_strategy="no", report_to="none",
+        disable_tqdm=True, use_cpu=not cuda, bf16=cuda, gradient_checkpointing=False,
+        train_sampling_strategy="random", include_num_input_tokens_seen="non_padding",
+    )
+
+
+def make_trl(spec, model, tokenizer, rows, timer):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(**training_args(spec), beta=spec["beta"], max_length=spec["max_length"],
+                     precompute_ref_log_probs=True, precompute_ref_batch_size=spec["batch_size"])
+    data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=[timer])
+
+
+def make_rdo(spec, model, tokenizer, rows, timer):
+    """What `rdo.align.align` does, minus loading and saving a model folder."""
+    import json
+    from pathlib import Path
+
+    from rdo.align import prepare_features
+    from rdo.config import AlignConfig
+    from rdo.methods import get_method
+    from rdo.reference import compute_reference
+    from rdo.trainer import RDOTrainer
+
+    data = Path(spec["tmp_dir"]) / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = AlignConfig(
+        **training_args(spec), model_name_or_path=f"synthetic:{spec['model']}", dataset_name=str(data),
+        method="dpo", alpha=spec["alpha"], beta=spec["beta"], max_length=spec["max_length"],
+        per_device_eval_batch_size=spec["batch_size"],
+    )
+    method = get_method(cfg.method)
+    collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
+    features, _ = prepare_features(cfg, method, tokenizer)
+    values = compute_reference(model, features, collator, method.ref_step, cfg.per_device_eval_batch_size, cfg.device)
+    for col, vals in values.items():
+        for f, v in zip(features, vals):
+            f[col] = v
+    try:
+        from datasets import Dataset
+
+        train = Dataset.from_list(features)  # as `rdo align` does
+    except ImportError:  # a GPU image whose pyarrow datasets cannot use: the Trainer takes a list as well
+        train = features
+    return RDOTrainer(model=model, args=cfg, data_collator=collator, train_dataset=train,
+                      processing_class=tokenizer, method=method, callbacks=[timer])
+
+
+def worker(spec: dict) -> dict:
+    """Train each of `spec["runs"]` in turn (normally one), each on a freshly built model."""
+    import gc
+
+    import torch
+
+    from benchmarks.synthetic import MODELS, preference_rows, word_tokenizer
+
+    vocab = MODELS[spec["model"]]["vocab_size"]
+    rows = preference_rows(spec["batch_size"] * spec["steps"], vocab, spec["prompt_len"], tuple(spec["response_len"]),
+                           spec["seed"])
+    tokenizer = word_tokenizer(vocab)
+    results = []
+    for i, run in enumerate(spec["runs"]):
+        results.append(dict(train_one(dict(spec, **run), tokenizer, rows), first_in_process=i == 0))
+        gc.collect()
+        if spec["device"].startswith("cuda"):
+            torch.cuda.empty_cache()
+    return {"results": results}
+
+
+def train_one(spec: dict, tokenizer, rows) -> dict:
+    import torch
+
+    from benchmarks.measure import current_rss_mib
+    from benchmarks.synthetic import build_model, weights_checksum
+
+    device = spec["device"]
+    model = build_model(spec["model"], device, spec["seed"])
+    checksum = weights_checksum(model)
+    rss_model = current_rss_mib()
+
+    timer = step_timer(device)
+    load_start = os.getloadavg()[0]
+    start = time.perf_counter()
+    make = make_trl if spec["framework"] == "trl" else make_rdo
+    trainer = make(spec, model, tokenizer, rows, timer)
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - start
+    load_end = os.getloadavg()[0]
+
+    history = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
+    a = trainer.args
+    return {
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "weights_checksum": checksum,
+        "attn_implementation": model.config._attn_implementation,
+        "torch_threads": torch.get_num_threads(),
+        "step_s": timer.step_s,
+        "cpu_s": timer.cpu_s,
+        "tokens": timer.tokens,
+        "losses": [h["loss"] for h in history],
+        "grad_norms": [h.get("grad_norm") for h in history],
+        "setup_s": setup_s,
+        "train_s": train_s,
+        "load_avg_1m": [load_start, load_end],  # before setup, after training
+        "rss_after_model_mib": rss_model,
+        "peak_process_mib": max(timer.memory.before_mib, timer.memory.phase_mib),
+        "peak_train_mib": timer.memory.phase_mib,
+        "at_train_start_mib": timer.memory.at_start_mib,
+        "peak_train_isolated": timer.memory.phase_is_isolated,
+        "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "process peak RSS (getrusage)",
+        "effective_args": {k: str(getattr(a, k, None)) for k in (
+            "optim", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "bf16",
+            "gradient_checkpointing", "train_sampling_strategy", "per_device_train_batch_size", "max_steps",
+            "beta", "max_length", "precompute_ref_log_probs", "padding_free", "pad_to_multiple_of", "alpha",
+            "coef_normalize", "dataloader_num_workers")},
+    }
+
+
+if __name__ == "__main__":
+    worker_main(worker)
