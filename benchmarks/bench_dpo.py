@@ -41,8 +41,7 @@ LOSS_STEPS = 5  # compare the first this-many logged losses
 # (|first loss - ln 2| and |rdo - TRL| at step 1, relative agreement of the next losses)
 TOLERANCES = {
     "fp32": (1e-4, 1e-3),  # rounding only; Adam amplifies it a little over the steps
-    # bf16 autocast: the reference pass and the step see different batch shapes, and rdo's reference pass
-    # (like `rdo align`'s) runs outside autocast, in fp32, while the policy's step runs in bf16.
+    # bf16 autocast: the reference pass and the step see different batch shapes, so bf16 rounding differs.
     "bf16": (5e-2, 5e-2),
 }
 
@@ -272,7 +271,7 @@ def make_rdo(spec, model, tokenizer, rows, timer):
     import json
     from pathlib import Path
 
-    from rdo.align import prepare_features
+    from rdo.align import prepare_features, training_autocast
     from rdo.config import AlignConfig
     from rdo.methods import get_method
     from rdo.reference import compute_reference
@@ -288,7 +287,8 @@ def make_rdo(spec, model, tokenizer, rows, timer):
     method = get_method(cfg.method)
     collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
     features, _ = prepare_features(cfg, method, tokenizer)
-    values = compute_reference(model, features, collator, method.ref_step, cfg.per_device_eval_batch_size, cfg.device)
+    values = compute_reference(model, features, collator, method.ref_step, cfg.per_device_eval_batch_size, cfg.device,
+                               autocast=lambda: training_autocast(cfg))  # as `rdo align` does
     for col, vals in values.items():
         for f, v in zip(features, vals):
             f[col] = v

@@ -248,3 +248,10 @@ def test_cli_lists_two_word_commands(capsys):
     assert "eval accuracy" in capsys.readouterr().out
     assert main(["nonsense"]) == 2
     assert "unknown command 'nonsense'" in capsys.readouterr().err
+
+
+def test_reference_is_computed_in_the_training_precision(tiny_model, tmp_path):
+    """Under --bf16 the cached reference log-probs come from the same autocast as the policy's: step 1 is ln 2."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
+    metrics = align(config(tiny_model, data, tmp_path / "o", bf16=True, num_train_epochs=1, alpha=0.0))
+    assert metrics["log_history"][0]["loss/unweighted"] == pytest.approx(0.693147, abs=1e-6)

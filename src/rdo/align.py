@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
+import torch
 from transformers import set_seed
 
 from rdo.coefficients import CoefficientPolicy, format_stats, ranked_weights
@@ -136,17 +138,26 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
     """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path."""
     ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
     cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir(source)
-    path = cache_path(cache_dir, f"{ref_id}|{cfg.torch_dtype}", method.ref_columns, features)
+    precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"  # the training steps' autocast
+    path = cache_path(cache_dir, f"{ref_id}|{cfg.torch_dtype}|{precision}", method.ref_columns, features)
     if cfg.ref_model_name_or_path:
         model_fn = lambda: load_causal_lm(ref_id, cfg.torch_dtype).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
     with cfg.main_process_first(desc="reference log-probs"):  # rank 0 computes and caches; the others read
-        values = load_or_compute(path, model_fn, features, collator, method.ref_step, cfg.per_device_eval_batch_size, cfg.device)
+        values = load_or_compute(path, model_fn, features, collator, method.ref_step, cfg.per_device_eval_batch_size,
+                                 cfg.device, autocast=lambda: training_autocast(cfg))
     for col, vals in values.items():
         for f, v in zip(features, vals):
             f[col] = v
     return str(path)
+
+
+def training_autocast(cfg: AlignConfig):
+    """The autocast Trainer wraps each training step in (`--bf16` / `--fp16`), or nothing."""
+    if not (cfg.bf16 or cfg.fp16):
+        return nullcontext()
+    return torch.autocast(device_type=cfg.device.type, dtype=torch.bfloat16 if cfg.bf16 else torch.float16)
 
 
 def save_outputs(cfg: AlignConfig, trainer, tokenizer, report: dict, train_metrics: dict) -> dict:

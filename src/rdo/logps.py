@@ -6,21 +6,18 @@ import torch
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[..., index] computed row by row.
+    """log_softmax(logits)[..., index], one (T, V) row of the batch at a time, in fp32.
 
-    A full fp32 log-softmax materialises (B, T, V) — 1 GB for B=4, T=1024, V=64k. Here the
-    logsumexp is taken one row at a time and only the gathered entries are kept: (B, T).
+    A full fp32 log-softmax materialises (B, T, V) — 1 GB for B=4, T=1024, V=64k. Row by row the
+    extra memory is one (T, V) row: 1/B of that. `benchmarks/bench_logps.py` measured this row-wise
+    log_softmax at 0.9–1.0x the naive speed forward on CPU, and faster than gather − logsumexp.
+    bf16/fp16 logits are upcast per row, since a low-precision log-softmax is inaccurate.
     """
-    if logits.dtype in (torch.float32, torch.float64):
-        picked = torch.gather(logits, -1, index.unsqueeze(-1)).squeeze(-1)
-        lse = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])  # one (T, V) row at a time
-        return picked - lse
-    # bf16/fp16: logsumexp in low precision is inaccurate; upcast one row at a time instead.
     out = []
     for row_logits, row_index in zip(logits, index):
-        row = torch.log_softmax(row_logits.float(), dim=-1)
-        out.append(torch.gather(row, -1, row_index.unsqueeze(-1)).squeeze(-1))
-    return torch.stack(out)
+        row = torch.log_softmax(row_logits.float(), dim=-1)  # (T, V)
+        out.append(torch.gather(row, -1, row_index.unsqueeze(-1)).squeeze(-1))  # (T,)
+    return torch.stack(out)  # (B, T)
 
 
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

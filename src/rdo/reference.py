@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -43,8 +44,12 @@ def default_cache_dir(dataset_name: str) -> Path:
 
 
 @torch.inference_mode()
-def compute_reference(model, features: list[dict], collator, ref_step, batch_size: int, device) -> dict[str, list[float]]:
-    """Run `ref_step` over all features in length-sorted batches; values come back in input order."""
+def compute_reference(model, features: list[dict], collator, ref_step, batch_size: int, device, autocast=nullcontext) -> dict[str, list[float]]:
+    """Run `ref_step` over all features in length-sorted batches; values come back in input order.
+
+    `autocast` is the training steps' autocast context, so reference and policy log-probs are computed
+    in the same precision and the log-ratios start at exactly 0.
+    """
     model.eval()
     order = sorted(range(len(features)), key=lambda i: features[i]["length"], reverse=True)
     out: dict[str, list[float]] = {}
@@ -53,7 +58,9 @@ def compute_reference(model, features: list[dict], collator, ref_step, batch_siz
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in collator([features[i] for i in idx]).items()}
-        for col, values in ref_step(model, batch).items():
+        with autocast():
+            values_by_col = ref_step(model, batch)
+        for col, values in values_by_col.items():
             column = out.setdefault(col, [0.0] * len(features))
             for i, v in zip(idx, values.float().cpu().tolist()):
                 column[i] = v
@@ -63,7 +70,7 @@ def compute_reference(model, features: list[dict], collator, ref_step, batch_siz
     return out
 
 
-def load_or_compute(path: Path, model_fn, features, collator, ref_step, batch_size, device) -> dict[str, list[float]]:
+def load_or_compute(path: Path, model_fn, features, collator, ref_step, batch_size, device, autocast=nullcontext) -> dict[str, list[float]]:
     """Read cached values for exactly these rows, or compute them (with `model_fn()`) and write the cache."""
     keys = [row_key(f) for f in features]
     if path.exists():
@@ -73,7 +80,7 @@ def load_or_compute(path: Path, model_fn, features, collator, ref_step, batch_si
         if all(k in by_key for k in keys):
             log.info("reference log-probs: using cache %s", path)
             return {c: [float(cached[c][by_key[k]]) for k in keys] for c in cached if c not in KEY_COLUMNS}
-    values = compute_reference(model_fn(), features, collator, ref_step, batch_size, device)
+    values = compute_reference(model_fn(), features, collator, ref_step, batch_size, device, autocast)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     key_columns = {"rdo_row": torch.tensor([k[0] for k in keys]), "rdo_example": torch.tensor([k[1] for k in keys])}
