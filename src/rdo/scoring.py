@@ -43,6 +43,7 @@ from rdo.config import ScoreConfig
 from rdo.data import DataError, load_records
 from rdo.data.io import read_rows
 from rdo.scorers import Scorer, load_scorer, tokenize_many
+from rdo.shards import Shards
 
 log = logging.getLogger("rdo.score")
 
@@ -180,43 +181,7 @@ def chunks(recs: list[dict], kind: str, shard_size: int) -> list[list[dict]]:
     return [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
 
 
-# --- shards -----------------------------------------------------------------------------------
-
-class Shards:
-    """`<output>.shards/`: one JSONL per finished chunk, written atomically, plus a manifest of the run."""
-
-    def __init__(self, output: Path, manifest: dict, overwrite: bool):
-        self.dir = output.with_name(output.name + ".shards")
-        path = self.dir / "manifest.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            if old != manifest:
-                if not overwrite:
-                    changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-                    raise ValueError(
-                        f"{self.dir} holds shards of a different run (changed: {changed}). "
-                        "Pass --overwrite to discard them, or delete the folder."
-                    )
-                shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(manifest, indent=2))
-
-    def done(self, name: str) -> bool:
-        return (self.dir / f"{name}.jsonl").exists()
-
-    def write(self, name: str, entries: list[dict]) -> None:
-        tmp = self.dir / f"{name}.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-        os.replace(tmp, self.dir / f"{name}.jsonl")  # a kill mid-write leaves only a .tmp, which is ignored
-
-    def read_all(self) -> dict[int, dict]:
-        entries: dict[int, dict] = {}
-        for path in sorted(self.dir.glob("*.jsonl")):
-            for line in path.read_text().splitlines():
-                e = json.loads(line)
-                entries[e["rdo_row"]] = e
-        return entries
-
+# --- the resume manifest ---------------------------------------------------------------------
 
 def manifest_of(cfg: ScoreConfig) -> dict:
     """What must not change between a killed run and its resumption."""
@@ -274,7 +239,7 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
     summary_path = output.with_name(output.stem + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2))
     if not cfg.keep_shards:
-        shutil.rmtree(shards.dir)
+        shards.remove()
     log.info("wrote %s (%d rows) and %s", output, summary["rows_written"], summary_path)
     return summary
 

@@ -22,24 +22,11 @@ from tqdm.auto import tqdm
 
 from rdo.config import EvalAccuracyConfig
 from rdo.data import load_records
+from rdo.evaluate.stats import bootstrap_ci
 from rdo.scorers import load_scorer
 from rdo.scoring import n_sequences, score_rows
 
 log = logging.getLogger("rdo.eval")
-
-
-def bootstrap_ci(correct: torch.Tensor, resamples: int, seed: int, level: float = 0.95) -> list[float] | None:
-    """Percentile bootstrap interval of the mean of a (N,) 0/1 tensor."""
-    n = correct.numel()
-    if resamples == 0 or n == 0:
-        return None
-    gen = torch.Generator().manual_seed(seed)
-    means = []
-    for start in range(0, resamples, 100):  # 100 resamples at a time bounds memory at 100 x N
-        idx = torch.randint(n, (min(100, resamples - start), n), generator=gen)
-        means.append(correct[idx].double().mean(dim=1))
-    q = torch.quantile(torch.cat(means), torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64))
-    return q.tolist()
 
 
 def confidence_bins(conf: torch.Tensor, correct: torch.Tensor, num_bins: int, edges: list[float] | None) -> list[dict]:

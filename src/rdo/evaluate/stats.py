@@ -1,0 +1,66 @@
+"""Intervals for every evaluation command, in one place: percentile bootstrap of a mean, of a paired
+difference, and of rates (win / tie / loss) computed on the same resampled examples.
+
+All take plain sequences and a seed, so each command's numbers are reproducible and testable
+against hand-computed values.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+LEVEL = 0.95
+CHUNK = 100  # resamples at a time: memory stays at CHUNK x N
+
+
+def _quantiles(stats: torch.Tensor, level: float) -> list[float]:
+    q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64)
+    return torch.quantile(stats, q).tolist()
+
+
+def resample_means(values: torch.Tensor, resamples: int, seed: int) -> torch.Tensor:
+    """(resamples,) means of `values` (N,) or (N, C) column-wise: (resamples, C), over rows drawn with replacement."""
+    n = values.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, resamples, CHUNK):
+        idx = torch.randint(n, (min(CHUNK, resamples - start), n), generator=gen)
+        out.append(values[idx].double().mean(dim=1))
+    return torch.cat(out)
+
+
+def bootstrap_ci(values: Sequence[float] | torch.Tensor, resamples: int = 1000, seed: int = 0, level: float = LEVEL) -> list[float] | None:
+    """Percentile bootstrap interval [lo, hi] of the mean of `values`; None when there is nothing to resample."""
+    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if resamples <= 0 or v.numel() == 0:
+        return None
+    return _quantiles(resample_means(v, resamples, seed), level)
+
+
+def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = LEVEL) -> list[float] | None:
+    """Interval of mean(a - b) over the same examples (a[i] and b[i] belong to one prompt)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values differ in length: {len(a)} vs {len(b)}")
+    return bootstrap_ci([x - y for x, y in zip(a, b)], resamples, seed, level)
+
+
+def rate_cis(outcomes: Sequence[str], categories: Sequence[str], resamples: int = 1000, seed: int = 0,
+             level: float = LEVEL) -> dict[str, dict]:
+    """Rates of each category (e.g. win / tie / loss) with bootstrap intervals from one set of resamples.
+
+    Returns {category: {"n": count, "rate": count / N, "ci95": [lo, hi] or None}}.
+    """
+    n = len(outcomes)
+    unknown = sorted(set(outcomes) - set(categories))
+    if unknown:
+        raise ValueError(f"outcomes {unknown} are not among the categories {list(categories)}")
+    onehot = torch.tensor([[o == c for c in categories] for o in outcomes], dtype=torch.float64).reshape(n, len(categories))
+    means = resample_means(onehot, resamples, seed) if resamples > 0 and n else None
+    out = {}
+    for j, c in enumerate(categories):
+        count = int(onehot[:, j].sum()) if n else 0
+        out[c] = {"n": count, "rate": count / n if n else None,
+                  "ci95": _quantiles(means[:, j], level) if means is not None else None}
+    return out
