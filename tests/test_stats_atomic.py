@@ -66,3 +66,33 @@ def test_a_killed_writer_leaves_the_old_file_and_a_cleanable_tmp(tmp_path):
     left = [x for x in tmp_path.iterdir() if x != p]
     assert left and all(atomic.TMP_TAG in x.name for x in left)
     assert atomic.clean_leftovers(tmp_path) == left and list(tmp_path.iterdir()) == [p]
+
+
+def test_model_fingerprint_follows_the_weights_not_the_path(tmp_path, tiny_model):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rdo.fingerprint import model_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    assert model_fingerprint(str(copy)) == model_fingerprint(str(tiny_model))  # same content, other path
+    before = model_fingerprint(str(copy))
+    m = AutoModelForCausalLM.from_pretrained(copy)
+    with torch.no_grad():
+        m.model.norm.weight.add_(1e-3)  # same shapes, same file size, other values
+    m.save_pretrained(copy)
+    assert model_fingerprint(str(copy)) != before
+
+
+def test_tokenizer_fingerprint_sees_the_chat_template(byte_tok):
+    import copy
+
+    from rdo.fingerprint import tokenizer_fingerprint
+
+    other = copy.deepcopy(byte_tok)
+    assert tokenizer_fingerprint(other) == tokenizer_fingerprint(byte_tok)
+    other.chat_template = "{{ messages[0]['content'] }}"
+    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(byte_tok)
