@@ -191,8 +191,8 @@ class ScoreConfig:
     """`rdo score`: add the reward difference R (and pointwise scores) to every row of a preference dataset.
 
     Cross-fitting (--folds K) trains K scorers with the recipe of --scorer, each on K-1 folds, and scores
-    every fold with the one scorer that never saw it. Cost: K trainings on (K-1)/K of the data each,
-    about (K-1)x the training compute of one scorer (4x for K=5), plus the usual single scoring pass.
+    every fold with the one scorer that never saw it (rdo.crossfit). Cost: K trainings on (K-1)/K of the
+    data each, about (K-1)x the training compute of one scorer (4x for K=5), plus the usual single scoring pass.
     """
 
     scorer: str | None = arg(None, "Scorer folder written by `rdo train-rm` or `rdo train-diff` (its rdo.json says which).")
@@ -201,12 +201,12 @@ class ScoreConfig:
     dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
     symmetrize: bool = arg(True, "Difference model: R = (f(x,y_w,y_l) - f(x,y_l,y_w)) / 2 (two passes). --no-symmetrize: the paper's single pass f(x,y_w,y_l).")
     rank_with: str = arg("data", "Ranked rows: keep the data's `scores` (data), or re-rank responses with the scorer (reward, or difference = the paper's 'RRHF (diff)'); the old scores are kept as scores_original.", choices=list(RANK_WITH))
-    batch_size: int = arg(32, "Sequences per forward pass (batches are sorted by length, so little is padding).")
+    batch_size: int = arg(32, "Sequences per forward pass (batches are sorted by length, so little is padding); a resumed run may lower it.")
     max_batch_tokens: int | None = arg(None, "Also cap padded tokens per forward, so batches of long sequences shrink (0: no cap). Default: 1024 on CPU (big batches of long sequences only thrash its caches), no cap on GPU.")
-    shard_size: int = arg(1024, "Rows per shard written to <output>.shards/; a killed run resumes from the last complete shard.")
+    shard_size: int = arg(1024, "Rows per shard written to <output>.shards/; a killed run resumes from its complete shards (with any shard size).")
     dup_check_rows: int = arg(256, "Difference model: also score f(x, y, y) on this many rows to report the mean |f(x,y,y)| residual (0: skip).")
     folds: int = arg(1, "Cross-fitting: K > 1 trains K scorers with --scorer's recipe (about (K-1)x one training) so no row is scored in-sample.")
-    seed: int = arg(0, "Seed for the fold split.")
+    seed: int = arg(0, "Cross-fitting: seed of the fold split (fold k trains with the recipe's seed + k).")
     max_length: int | None = arg(None, "Override the scorer's max_length from rdo.json.")
     max_prompt_length: int | None = arg(None, "Override the scorer's max_prompt_length from rdo.json.")
     device: str = arg("auto", "Device: auto (cuda when available), cpu, cuda, cuda:1, ...")
