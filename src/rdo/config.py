@@ -326,3 +326,49 @@ class EvalJudgeConfig:
     def decoding(self) -> dict:
         """Settings sent with every HTTP call (a local judge decodes greedily up to max_tokens)."""
         return {"temperature": self.judge_temperature, "max_tokens": self.judge_max_tokens}
+
+
+@dataclass
+class HumanExportConfig:
+    """`rdo eval human export`: a blind, shuffled A/B sheet (CSV + a self-contained HTML page) and its hidden key."""
+
+    generations_a: str | None = arg(None, "Generations JSONL of system A (written by `rdo generate`).")
+    generations_b: str | None = arg(None, "Generations JSONL of system B, generated from the same prompts.")
+    output_dir: str | None = arg(None, "Folder to send to annotators: sheet.csv and sheet.html (no hint of which system is which).")
+    key: str | None = arg(None, "Where the hidden key goes (default: <output_dir>.key.json, beside the folder, not in it).")
+    num_samples: int = arg(300, "Put a fixed random sample of this many matched examples on the sheet (all when fewer).")
+    seed: int = arg(0, "Seed for the sample, the item order and which system is Response 1.")
+    title: str = arg("Which response is better?", "Title of the HTML page.")
+
+    def __post_init__(self):
+        for name in ("generations_a", "generations_b", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"set --{name}")
+        if self.num_samples < 1:
+            raise ValueError("--num_samples must be >= 1")
+        self.output_dir = self.output_dir.rstrip("/")
+        if self.key is None:
+            self.key = self.output_dir + ".key.json"
+        from pathlib import Path
+
+        if Path(self.output_dir).resolve() in Path(self.key).resolve().parents:
+            raise ValueError(f"--key {self.key} is inside --output_dir: the annotators would see it; write it elsewhere")
+
+
+@dataclass
+class HumanTallyConfig:
+    """`rdo eval human tally`: annotators' filled sheets + the key -> win/tie/loss per annotator and by majority, Fleiss' kappa."""
+
+    sheets: list[str] = arg([], "Filled sheets: sheet.csv with the choice column filled, or the CSV the HTML page downloads (one per annotator).")
+    key: str | None = arg(None, "The key written by `rdo eval human export`.")
+    output: str | None = arg(None, "Write the tally JSON here (default: only print the table).")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
+    seed: int = arg(0, "Seed for the bootstrap.")
+
+    def __post_init__(self):
+        if not self.sheets:
+            raise ValueError("set --sheets to one or more filled sheets")
+        if not self.key:
+            raise ValueError("set --key to the key file written by `rdo eval human export`")
+        if self.bootstrap < 0:
+            raise ValueError("--bootstrap must be >= 0")
