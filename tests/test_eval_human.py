@@ -189,3 +189,39 @@ def test_export_then_tally_python_api(tmp_path):
     sheet.write_text("item,choice\n" + "".join(f"{it},{'1' if v['response_1'] == 'a' else '2'}\n" for it, v in key["items"].items()))
     res = human_tally(HumanTallyConfig(sheets=[str(sheet)], key=cfg.key, bootstrap=0))
     assert res["annotators"][0]["win"]["n"] == 4 and res["majority"]["win"]["rate"] == 1.0
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's `chromium` on PATH to run the page headless")
+def test_page_clicks_download_a_csv_that_tallies(exported, tmp_path):
+    """Click through the real page in Chromium (a script appended to a copy: choose, sign, press Download) and tally its CSV."""
+    out, key_path = exported
+    key = json.loads(key_path.read_text())
+    driver = """<script>
+    let captured = null;  // (names unlike the page's own globals)
+    const RealBlob = Blob;
+    window.Blob = function (parts, opts) { captured = parts.join(""); return new RealBlob(parts, opts); };
+    HTMLAnchorElement.prototype.click = function () {  // the download itself: record what it would save
+      const pre = document.createElement("pre"); pre.id = "downloaded"; pre.dataset.name = this.download;
+      pre.textContent = captured; document.body.append(pre);
+    };
+    const radios = [...document.querySelectorAll('input[type="radio"]')];
+    radios.filter(r => r.value === "1").forEach(r => r.click());
+    document.querySelector('input[type="radio"][value="tie"]').click();  // the first item: changed to tie
+    const signer = document.getElementById("annotator"); signer.value = "zoe k"; signer.dispatchEvent(new Event("input"));
+    document.getElementById("download").click();
+    </script></body>"""
+    page = tmp_path / "driven.html"
+    page.write_text((out / "sheet.html").read_text().replace("</body>", driver))
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+         "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=90).stdout
+    m = re.search(r'<pre id="downloaded" data-name="([^"]*)">(.*?)</pre>', dom, re.S)
+    assert m, "the Download button saved nothing"
+    assert m.group(1) == "annotations-zoe_k.csv" and "6 / 6 answered" in dom
+    sheet = tmp_path / "zoe.csv"
+    sheet.write_text(html.unescape(m.group(2)))
+    res = human_tally(HumanTallyConfig(sheets=[str(sheet)], key=str(key_path), bootstrap=0))
+    ann = res["annotators"][0]
+    first_a = [v["response_1"] == "a" for v in key["items"].values()][1:]  # "Response 1" on items 2..6
+    assert ann["name"] == "zoe k" and ann["unanswered"] == 0
+    assert (ann["win"]["n"], ann["tie"]["n"], ann["loss"]["n"]) == (sum(first_a), 1, len(first_a) - sum(first_a))
