@@ -322,3 +322,43 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match=r"missing placeholder\(s\) \{response_2\}"):
         load_template(str(t))
     assert "{response_2}" in load_template(None)  # the packaged default is found
+
+
+def test_sigkill_mid_run_then_resume_pays_for_nothing_twice(tmp_path, server):
+    """A real `rdo eval judge` process killed from outside: every cache entry left is whole; the rerun asks only the rest."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import rdo
+
+    server.delay = 0.5
+    a, b = write_generations(tmp_path)
+    cache = tmp_path / "cache"
+    argv = ["eval", "judge", "--generations_a", str(a), "--generations_b", str(b), "--output", str(tmp_path / "judge.json"),
+            "--judge_base_url", server.url, "--judge_model", "fair", "--cache_dir", str(cache), "--max_concurrency", "2",
+            "--request_timeout", "5", "--bootstrap", "0"]
+    env = {**os.environ, "PYTHONPATH": str(Path(rdo.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rdo.cli", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while len(server.log) < 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert not (tmp_path / "judge.json").exists()
+    entries = [p for p in cache.rglob("*.json")]
+    for p in entries:  # whole or absent: each parses and is stored under its own key
+        assert json.loads(p.read_text())["key"] == p.stem
+    done = len(entries)
+    assert 0 < done < 12
+    (cache / "00").mkdir(exist_ok=True)
+    (cache / "00" / f"00ab.json.tmp-{proc.pid}").write_text('{"key": "00ab", "rep')  # what a kill mid-write leaves
+
+    server.delay = 0.0
+    before = len(server.log)
+    res = eval_judge(config(tmp_path, server, ["fair"], generations_a=str(a), generations_b=str(b)))
+    assert len(server.log) - before == 12 - done  # nothing asked twice
+    assert res["judges"][0]["calls"] == {"cached": done, "ok": 12 - done}
+    assert counts(res["judges"][0]) == (3, 1, 2)  # no verdict lost
+    assert not list(cache.rglob("*.tmp-*"))  # the leftover was cleaned
