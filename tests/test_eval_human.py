@@ -225,3 +225,15 @@ def test_page_clicks_download_a_csv_that_tallies(exported, tmp_path):
     first_a = [v["response_1"] == "a" for v in key["items"].values()][1:]  # "Response 1" on items 2..6
     assert ann["name"] == "zoe k" and ann["unanswered"] == 0
     assert (ann["win"]["n"], ann["tie"]["n"], ann["loss"]["n"]) == (sum(first_a), 1, len(first_a) - sum(first_a))
+
+
+def test_cli_lists_command_families(capsys):
+    assert main(["eval", "--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(c in listed for c in ("eval accuracy", "eval judge", "eval human export", "eval human tally"))
+    assert "align" not in listed
+    assert main(["eval", "human", "--help"]) == 0
+    listed = capsys.readouterr().out
+    assert "eval human export" in listed and "eval human tally" in listed and "eval judge" not in listed
+    assert main(["eval", "human"]) == 2  # a family without a subcommand: its list, and a usage error
+    assert main(["eval", "humane"]) == 2 and "eval judge" in capsys.readouterr().out

@@ -86,6 +86,8 @@ def counts(entry: dict) -> tuple[int, int, int]:
     ("[[A]]", "1"), ("[[C]]", "tie"), ("[[tie]]", "tie"),
     ("After weighing both, Response 1 is clearly better.", "1"),
     ("Verdict: Response 2", "2"),
+    ("**Verdict:** Response 1", "1"),
+    ('{"winner": "B"}', "2"),
     ('I repeat the format: "verdict": "1" or "2" or "tie"', None),  # an echoed template is no verdict
     ("Both have merits and I would rather not say.", None),
     ('{"verdict": "maybe"}', None), ("", None), (None, None),

@@ -176,20 +176,22 @@ def ask_all(judges: list, prompts: list[list[dict]], cache: ReplyCache, decoding
                 todo[(j, key)] = [p]
     if not todo:
         return replies, errors, counts
-    with ThreadPoolExecutor(max_workers=max_concurrency) as pool, tqdm(total=len(todo), desc="judge calls", unit="call") as bar:
+    pool = ThreadPoolExecutor(max_workers=max_concurrency)
+    try:
         futures = {pool.submit(judges[j].complete, prompts[ps[0]]): (j, key, ps) for (j, key), ps in todo.items()}
-        for fut in as_completed(futures):
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="judge calls", unit="call"):
             j, key, ps = futures[fut]
             try:
                 result: CallResult = fut.result()
-            except Exception as e:  # a bug in a local model's generation must not lose the other calls
-                result = CallResult(None, ["local_error"], f"{type(e).__name__}: {e}")
+            except Exception as e:  # e.g. a local model's generation failing: recorded, the other calls go on
+                result = CallResult(None, ["exception"], judges[j].scrub(f"{type(e).__name__}: {e}"))
             counts[j].update(result.attempts)
             if result.reply is not None:
                 cache.put(key, judges[j].identity, result.reply)  # stored the moment it arrives
             for p in ps:
                 replies[j][p], errors[j][p] = result.reply, result.error
-            bar.update()
+    finally:  # on Ctrl-C, calls not yet started are dropped (what arrived is already cached)
+        pool.shutdown(wait=True, cancel_futures=True)
     return replies, errors, counts
 
 
@@ -255,6 +257,12 @@ def eval_judge(cfg: EvalJudgeConfig) -> dict:
     votes = [majority([rows[i]["outcome"] for rows in table]) for i in range(len(sample))]
     result["majority"] = summarise(votes, cfg)
 
+    for judge, entry, rows in zip(judges, result["judges"], table):
+        failed = entry["replies"]["failed"]
+        if failed:
+            last = next(r[f"{o}_error"] for r in reversed(rows) for o in ORDERS if f"{o}_error" in r)
+            log.warning("%s at %s: %d of %d calls failed (last: %s); a rerun asks them again",
+                        judge.model, judge.base_url, failed, 2 * len(rows), last)
     atomic.write_json(cfg.output, result, ensure_ascii=False)
     details = Path(cfg.output).with_suffix(".examples.jsonl")
     atomic.write_jsonl(details, (

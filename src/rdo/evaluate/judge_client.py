@@ -5,7 +5,8 @@ Every attempt ends in one outcome, counted by the caller:
 - retried with exponential backoff and jitter: `rate_limited` (429; a Retry-After header is waited
   out), `server_error` (5xx), `timeout`, `connection_error` (refused, reset, closed mid-reply),
   `malformed` (not JSON, truncated, no choices, null content);
-- not retried: `client_error` (other 4xx, e.g. a wrong key or model name), `local_error`.
+- not retried: `client_error` (other 4xx, e.g. a wrong key or model name), `local_error` (a prompt
+  longer than a local model's context), `exception` (anything else a judge raised).
 A call that runs out of retries is `gave_up`. The API key lives only in the request header and is
 scrubbed from every message this module returns.
 """
@@ -18,8 +19,11 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 RETRIED = ("rate_limited", "server_error", "timeout", "connection_error", "malformed")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model")
 
 
 @dataclass
@@ -94,7 +98,7 @@ class HTTPJudge:
         """What a cached reply depends on besides the prompt (never the key)."""
         return {"kind": "http", "base_url": self.base_url, "model": self.model}
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
     def _attempt(self, messages: list[dict]) -> tuple[str, str | None, float | None]:
@@ -127,7 +131,7 @@ class HTTPJudge:
             if outcome == "ok":
                 result.reply = text
                 return result
-            result.error = self._scrub(text or outcome)
+            result.error = self.scrub(text or outcome)
             if outcome not in RETRIED:
                 return result
             if attempt < self.backoff.max_retries:
@@ -145,10 +149,12 @@ class LocalJudge:
     """An offline transformers chat model as judge, greedy, one prompt at a time (calls are serialised)."""
 
     def __init__(self, model_dir: str, *, decoding: dict, device: str = "auto"):
-        from rdo.fingerprint import model_fingerprint
+        from rdo.fingerprint import digest, file_digest, model_fingerprint
 
         self.base_url, self.model, self.decoding, self.device = "local", model_dir, decoding, device
-        self._fingerprint = model_fingerprint(model_dir)  # the cache follows the weights, not the folder name
+        # the cache follows the content, not the folder name: weights, and the tokenizer files that render the prompt
+        tokenizer_files = {p.name: file_digest(p) for p in sorted(Path(model_dir).iterdir()) if p.name in TOKENIZER_FILES}
+        self._fingerprint = digest({"weights": model_fingerprint(model_dir), "tokenizer": tokenizer_files})
         self._loaded = None
         self._lock = threading.Lock()
 
@@ -185,6 +191,9 @@ class LocalJudge:
             with torch.inference_mode():
                 out = model.generate(**ids, max_new_tokens=new, do_sample=False, pad_token_id=tok.pad_token_id)
             return CallResult(tok.decode(out[0, n:], skip_special_tokens=True).strip(), ["ok"])
+
+    def scrub(self, text: str) -> str:
+        return text
 
     def close(self) -> None:
         self._loaded = None
