@@ -260,7 +260,7 @@ def eval_judge(cfg: EvalJudgeConfig) -> dict:
     for judge, entry, rows in zip(judges, result["judges"], table):
         failed = entry["replies"]["failed"]
         if failed:
-            last = next(r[f"{o}_error"] for r in reversed(rows) for o in ORDERS if f"{o}_error" in r)
+            last = next((r[f"{o}_error"] for r in reversed(rows) for o in ORDERS if f"{o}_error" in r), "no message")
             log.warning("%s at %s: %d of %d calls failed (last: %s); a rerun asks them again",
                         judge.model, judge.base_url, failed, 2 * len(rows), last)
     atomic.write_json(cfg.output, result, ensure_ascii=False)
