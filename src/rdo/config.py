@@ -272,3 +272,103 @@ class EvalAccuracyConfig:
         if len(edges) < 2 or edges != sorted(edges) or len(set(edges)) != len(edges):
             raise ValueError(f"--bin_edges {self.bin_edges!r}: need at least two increasing numbers")
         return edges
+
+
+# --- judge and human evaluation ------------------------------------------------------------------
+
+
+@dataclass
+class EvalJudgeConfig:
+    """`rdo eval judge`: pairwise LLM-as-judge of two generations files, both orders, several judges, cached calls."""
+
+    generations_a: str | None = arg(None, "Generations JSONL of system A (written by `rdo generate`); win = A better.")
+    generations_b: str | None = arg(None, "Generations JSONL of system B, generated from the same prompts.")
+    output: str | None = arg(None, "Write judge.json here; per-example verdicts go to <stem>.examples.jsonl beside it.")
+    judge_base_url: list[str] = arg([], "OpenAI-compatible base URL(s), e.g. https://api.openai.com/v1 (POST <url>/chat/completions).")
+    judge_model: list[str] = arg([], "Judge model name(s), one per --judge_base_url, in the same order.")
+    judge_api_key_env: list[str] = arg([], "Name(s) of environment variables holding each judge's API key (one for all, or one per URL; '-' = no key). The key is never written anywhere.")
+    judge_local: list[str] = arg([], "Local transformers chat model folder(s) used as additional offline judges (greedy).")
+    judge_template: str | None = arg(None, "Judge prompt file with {question}, {response_1} and {response_2} (default: the packaged judge_template.txt).")
+    num_samples: int = arg(300, "Judge a fixed random sample of this many matched examples (all when fewer).")
+    seed: int = arg(0, "Seed for the sample and the bootstrap.")
+    cache_dir: str | None = arg(None, "Where every judge reply is cached, keyed by judge, prompt and decoding (default: $RDO_CACHE/judge, else ~/.cache/rdo/judge).")
+    max_concurrency: int = arg(8, "Judge calls in flight at once (all judges together).")
+    request_timeout: float = arg(60.0, "Seconds before one HTTP request counts as timed out (and is retried).")
+    max_retries: int = arg(6, "Retries per call on 429, 5xx, timeouts, connection errors and malformed bodies.")
+    retry_base_delay: float = arg(1.0, "Backoff: retry k waits about base * 2^k seconds (jittered), or the server's Retry-After when longer.")
+    retry_max_delay: float = arg(60.0, "Backoff: the longest wait between retries (a longer Retry-After is still honoured).")
+    judge_temperature: float = arg(0.0, "Sampling temperature sent to HTTP judges (part of the cache key).")
+    judge_max_tokens: int = arg(1024, "Longest judge reply in tokens (part of the cache key).")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
+    device: str = arg("auto", "Device for --judge_local: auto (cuda when available), cpu, cuda, ...")
+
+    def __post_init__(self):
+        for name in ("generations_a", "generations_b", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"set --{name}")
+        if len(self.judge_base_url) != len(self.judge_model):
+            raise ValueError(f"{len(self.judge_base_url)} --judge_base_url but {len(self.judge_model)} --judge_model: give one model name per URL, in the same order")
+        if len(self.judge_api_key_env) not in (0, 1, len(self.judge_base_url)):
+            raise ValueError(f"{len(self.judge_api_key_env)} --judge_api_key_env for {len(self.judge_base_url)} URLs: give one for all, or one per URL ('-' for none)")
+        if not self.judge_base_url and not self.judge_local:
+            raise ValueError("set --judge_base_url and --judge_model (an OpenAI-compatible endpoint), or --judge_local MODEL_DIR")
+        if self.num_samples < 1 or self.max_concurrency < 1 or self.max_retries < 0 or self.judge_max_tokens < 1:
+            raise ValueError("--num_samples, --max_concurrency and --judge_max_tokens must be >= 1, --max_retries >= 0")
+        if self.request_timeout <= 0 or self.retry_base_delay < 0 or self.retry_max_delay < 0 or self.bootstrap < 0:
+            raise ValueError("--request_timeout must be > 0; --retry_base_delay, --retry_max_delay and --bootstrap >= 0")
+        if self.cache_dir is None:
+            import os
+            from pathlib import Path
+
+            self.cache_dir = str(Path(os.environ.get("RDO_CACHE", Path.home() / ".cache" / "rdo")) / "judge")
+
+    @property
+    def decoding(self) -> dict:
+        """Settings sent with every HTTP call (a local judge decodes greedily up to max_tokens)."""
+        return {"temperature": self.judge_temperature, "max_tokens": self.judge_max_tokens}
+
+
+@dataclass
+class HumanExportConfig:
+    """`rdo eval human export`: a blind, shuffled A/B sheet (CSV + a self-contained HTML page) and its hidden key."""
+
+    generations_a: str | None = arg(None, "Generations JSONL of system A (written by `rdo generate`).")
+    generations_b: str | None = arg(None, "Generations JSONL of system B, generated from the same prompts.")
+    output_dir: str | None = arg(None, "Folder to send to annotators: sheet.csv and sheet.html (no hint of which system is which).")
+    key: str | None = arg(None, "Where the hidden key goes (default: <output_dir>.key.json, beside the folder, not in it).")
+    num_samples: int = arg(300, "Put a fixed random sample of this many matched examples on the sheet (all when fewer).")
+    seed: int = arg(0, "Seed for the sample, the item order and which system is Response 1.")
+    title: str = arg("Which response is better?", "Title of the HTML page.")
+
+    def __post_init__(self):
+        for name in ("generations_a", "generations_b", "output_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"set --{name}")
+        if self.num_samples < 1:
+            raise ValueError("--num_samples must be >= 1")
+        self.output_dir = self.output_dir.rstrip("/")
+        if self.key is None:
+            self.key = self.output_dir + ".key.json"
+        from pathlib import Path
+
+        if Path(self.output_dir).resolve() in Path(self.key).resolve().parents:
+            raise ValueError(f"--key {self.key} is inside --output_dir: the annotators would see it; write it elsewhere")
+
+
+@dataclass
+class HumanTallyConfig:
+    """`rdo eval human tally`: annotators' filled sheets + the key -> win/tie/loss per annotator and by majority, Fleiss' kappa."""
+
+    sheets: list[str] = arg([], "Filled sheets: sheet.csv with the choice column filled, or the CSV the HTML page downloads (one per annotator).")
+    key: str | None = arg(None, "The key written by `rdo eval human export`.")
+    output: str | None = arg(None, "Write the tally JSON here (default: only print the table).")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
+    seed: int = arg(0, "Seed for the bootstrap.")
+
+    def __post_init__(self):
+        if not self.sheets:
+            raise ValueError("set --sheets to one or more filled sheets")
+        if not self.key:
+            raise ValueError("set --key to the key file written by `rdo eval human export`")
+        if self.bootstrap < 0:
+            raise ValueError("--bootstrap must be >= 0")
