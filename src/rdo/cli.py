@@ -13,6 +13,8 @@ COMMANDS = {
     "train-diff": ("rdo.train_scorers", "TrainDiffConfig", "train_diff", "Train a reward difference model R(x, y1, y2) (paper Eqs. 4-6)."),
     "score": ("rdo.scoring", "ScoreConfig", "score", "Add reward differences (coefficients) to a preference dataset; resumable, cross-fitting."),
     "eval accuracy": ("rdo.evaluate.accuracy", "EvalAccuracyConfig", "eval_accuracy", "Pairwise accuracy of a scorer, with bootstrap CI and confidence bins."),
+    "generate": ("rdo.generate", "GenerateConfig", "generate_command", "Responses of a model to a data file's prompts (greedy/beam/sampling); resumable, multi-process."),
+    "eval reward": ("rdo.evaluate.reward", "EvalRewardConfig", "eval_reward", "Mean reward of generations files under reward models or functions, paired comparisons."),
 }
 
 
