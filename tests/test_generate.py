@@ -81,6 +81,21 @@ def test_beam_search_equals_one_prompt_at_a_time(tiny_model, tokenizer):
         assert beams[0] != beams[1]
 
 
+def test_model_generation_config_does_not_leak_into_decoding(tiny_model, tokenizer):
+    """A checkpoint's generation_config.json (sampling, repetition penalty) must not change greedy text."""
+    from transformers import AutoModelForCausalLM
+
+    from rdo.generate import generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    clean = generate(model, tokenizer, PROMPTS, max_new_tokens=6, chat=False)
+    model.generation_config.update(do_sample=True, temperature=3.0, repetition_penalty=5.0, no_repeat_ngram_size=2)
+    assert generate(model, tokenizer, PROMPTS, max_new_tokens=6, chat=False) == clean
+    assert model.generation_config.repetition_penalty == 5.0  # restored afterwards
+    penalised = model.generate(**tokenizer(PROMPTS[:1], return_tensors="pt"), max_new_tokens=6, do_sample=False)
+    assert tokenizer.decode(penalised[0, len(tokenizer(PROMPTS[0])["input_ids"]):]) != clean[0][0]  # those settings do change it
+
+
 def test_sampling_streams_do_not_depend_on_batching(tiny_model, tokenizer):
     from transformers import AutoModelForCausalLM
 

@@ -118,10 +118,9 @@ class Decoding:
         return 1 if self.do_sample else self.num_return_sequences
 
     def generate_kwargs(self) -> dict:
-        # Every value explicit, so a model's generation_config.json (often do_sample=True,
-        # temperature=0.6, ...) cannot change what the user asked for.
+        # Sampling is GumbelSampler's job, so generate() itself always decodes greedily or by beams.
         kw = dict(max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=self.num_beams,
-                  num_return_sequences=self.beams_per_prompt, temperature=None, top_p=None, top_k=None)
+                  num_return_sequences=self.beams_per_prompt)
         if self.num_beams > 1:
             kw.update(early_stopping=True, length_penalty=1.0)
         if self.num_beam_groups > 1:
@@ -195,11 +194,25 @@ def generate_ids(model, tokenizer, prompt_ids: list[list[int]], decoding: Decodi
     """
     if decoding.do_sample and (seeds is None or len(seeds) != len(prompt_ids)):
         raise ValueError("sampling needs one seed per prompt")
-    from transformers import LogitsProcessorList
+    from transformers import GenerationConfig
 
     model.eval()
     stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    # generate() fills every setting left unset from model.generation_config (a checkpoint's
+    # generation_config.json often sets do_sample, temperature, repetition_penalty, ...): swap in
+    # the library defaults so the output depends only on `decoding`, which is what is recorded.
+    saved, model.generation_config = model.generation_config, GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=stops, pad_token_id=pad)
+    try:
+        return _generate_batches(model, prompt_ids, decoding, seeds, batch_size, bar, stops, pad)
+    finally:
+        model.generation_config = saved
+
+
+def _generate_batches(model, prompt_ids, decoding: Decoding, seeds, batch_size: int, bar, stops: list[int], pad: int):
+    from transformers import LogitsProcessorList
+
     kwargs = decoding.generate_kwargs()
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     out: list = [None] * len(prompt_ids)
@@ -342,8 +355,7 @@ def generate_command(cfg: GenerateConfig, on_shard=None) -> dict:
     todo = [(name, chunk) for name, chunk in distributed.my_share(work) if not shards.done(name)]
     n = decoding.num_return_sequences
     bar = tqdm(total=sum(len(c) for _, c in todo) * (n if decoding.do_sample else 1), unit="seq",
-               desc=f"generate (rank {distributed.rank()})" if distributed.world_size() > 1 else "generate",
-               disable=None)
+               desc=f"generate (rank {distributed.rank()})" if distributed.world_size() > 1 else "generate")
     bar.start_t = time.perf_counter()
     for name, chunk in todo:
         shards.write(name, _generate_chunk(model, tok, chunk, lengths, decoding, cfg.batch_size, bar))
