@@ -152,7 +152,7 @@ def test_stop_token_ids_find_the_end_of_turn(byte_tok):
 def test_stops_at_end_of_turn_and_hides_template_tokens(tmp_path):
     """A model whose greedy answer hits <|end|> (not EOS) after a few tokens: the response stops there."""
     from rdo.config import GenerateConfig
-    from rdo.generate import generate_command
+    from rdo.generate import Decoding, generate_command, generate_ids, prompt_token_ids
     from rdo.tiny import tiny_llama
 
     tok = eot_tokenizer()
@@ -177,6 +177,9 @@ def test_stops_at_end_of_turn_and_hides_template_tokens(tmp_path):
     assert rows[0]["prompt"] == prompt and rows[0]["prompt_text"] == text
     assert rows[0]["response"] == tok.decode(want) and "<|end|>" not in rows[0]["response"]
     assert rows[1]["prompt_text"] == "plain"  # a string prompt stays as given unless --chat_text_prompts
+    # the token ids too: decoding skips special tokens, so text alone would not show a missed stop
+    assert generate_ids(model, tok, prompt_token_ids(tok, [text]), Decoding(max_new_tokens=6)) == [[want]]
+    assert json.loads((tmp_path / "gen.summary.json").read_text())["hit_max_new_tokens"] == 1  # only "plain" ran to the cap
 
 
 @pytest.mark.slow
