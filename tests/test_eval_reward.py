@@ -132,3 +132,15 @@ def test_message_list_prompts_reach_the_scorer_through_its_chat_template(tiny_mo
     # the tiny template: "<|user|>q1:\n<|assistant|>" + "abc\n" (the assistant turn's own closing newline)
     assert res["rewards"][0]["mean"] == pytest.approx(hand_reward(model, tok, "<|user|>q1:\n<|assistant|>", "abc\n"), abs=1e-5)
     assert res["rewards"][0]["ci95"] is None
+
+
+def test_help_lists_the_options(capsys):
+    for command, flags in ((["generate"], ["--num_return_sequences", "--do_sample", "--num_beam_groups", "--shard_size"]),
+                           (["eval", "reward"], ["--generations", "--scorer", "--reward_fn", "--bootstrap"])):
+        from rdo.cli import main
+
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert all(f in out for f in flags), (command, out)

@@ -8,9 +8,10 @@
 - Stop: at EOS and at the chat template's end-of-turn token (`<|im_end|>`, `<|eot_id|>`, ...);
   `response` is the decoded text before the stop token, without special tokens: what a user reads.
 - Sampling is done by Gumbel-max over the warped logits with one random stream per (input row,
-  sample): for a given --seed, the sample drawn for a row does not depend on the batch size, the
-  other prompts in its batch, the number of processes or a resume. (What can still differ: the
-  logits themselves by float rounding when padding differs, which can flip a near-tie.)
+  sample): for a given --seed and device type, the sample drawn for a row does not depend on the
+  batch size, the other prompts in its batch, the number of processes or a resume. (What can still
+  differ: the logits themselves by float rounding when padding differs, which can flip a near-tie;
+  CPU and CUDA random streams differ.)
 - Resume: shards of `shard_size` prompts are written atomically to `<output>.shards/`, under a
   manifest keyed by the content of the model, the prompts and every setting that changes the text.
 - Under torchrun every process generates its share of the shards on its own device; the main
@@ -160,7 +161,7 @@ class GumbelSampler:
     def __init__(self, seeds: list[int], decoding: Decoding):
         from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.seeds, self.gens = seeds, None
         self.warpers = [TemperatureLogitsWarper(decoding.temperature)]
         if decoding.top_k > 0:
             self.warpers.append(TopKLogitsWarper(decoding.top_k))
@@ -170,9 +171,11 @@ class GumbelSampler:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for w in self.warpers:
             scores = w(input_ids, scores)
-        u = torch.stack([torch.rand(scores.shape[1], generator=g, dtype=torch.float64) for g in self.gens])  # (B, V)
+        if self.gens is None:  # on the logits' device: a (B, V) draw per step must not cross PCIe
+            self.gens = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        u = torch.stack([torch.rand(scores.shape[1], generator=g, device=scores.device, dtype=torch.float64) for g in self.gens])  # (B, V)
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-        return scores.double() + gumbel.to(scores.device)  # filtered tokens stay at -inf
+        return scores.double() + gumbel  # filtered tokens stay at -inf
 
 
 # --- the Python API (also used by the demo) ---------------------------------------------------
