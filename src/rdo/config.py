@@ -340,7 +340,7 @@ class EvalRewardConfig:
     scorer: list[str] = arg([], "Reward model folders: `rdo train-rm` outputs or any AutoModelForSequenceClassification folder.", nargs="*")
     reward_fn: list[str] = arg([], "Python reward functions as module:function, each called as f(prompt: str, response: str) -> float.", nargs="*")
     output: str | None = arg(None, "Write reward.json here.")
-    bootstrap: int = arg(1000, "Bootstrap resamples for the 95% intervals (0: none).")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
     seed: int = arg(0, "Seed for the bootstrap.")
     batch_size: int = arg(32, "Sequences per forward pass of a reward model.")
     max_length: int | None = arg(None, "Reward models: max tokens of prompt + response (default: rdo.json's, else 1024).")
