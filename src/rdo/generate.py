@@ -252,7 +252,7 @@ def generate(model, tokenizer, prompts: list, *, strategy: str = "greedy", max_n
     """`num_return_sequences` responses for each prompt (a string, or a message list).
 
     `chat` renders string prompts as one user turn of the chat template (when the tokenizer has one).
-    Sample j of prompt i uses the stream `sample_seed(seed, i, j)`.
+    Sample j of prompt i (0-based) uses the stream `sample_seed(seed, i, j)`.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r}: choose one of {STRATEGIES}")
@@ -261,14 +261,20 @@ def generate(model, tokenizer, prompts: list, *, strategy: str = "greedy", max_n
                         num_return_sequences=num_return_sequences, seed=seed)
     chat_text = chat and bool(getattr(tokenizer, "chat_template", None))
     ids = prompt_token_ids(tokenizer, [render_prompt(tokenizer, p, chat_text) for p in prompts])
-    if decoding.do_sample:  # one input per (prompt, sample), each with its own stream
-        flat = generate_ids(model, tokenizer, [x for x in ids for _ in range(num_return_sequences)], decoding,
-                            seeds=[sample_seed(seed, i, j) for i in range(len(ids)) for j in range(num_return_sequences)],
-                            batch_size=batch_size)
-        per_prompt = [[flat[i * num_return_sequences + j][0] for j in range(num_return_sequences)] for i in range(len(ids))]
-    else:
-        per_prompt = generate_ids(model, tokenizer, ids, decoding, batch_size=batch_size)
+    per_prompt = responses_ids(model, tokenizer, ids, list(range(len(ids))), decoding, batch_size)
     return [[decode(tokenizer, s) for s in seqs] for seqs in per_prompt]
+
+
+def responses_ids(model, tokenizer, prompt_ids: list[list[int]], rows: list[int], decoding: Decoding, batch_size: int,
+                  bar=None) -> list[list[list[int]]]:
+    """`num_return_sequences` generated id lists per prompt. Sampling runs one input per (prompt,
+    sample), sample j of the prompt with row key r drawn from the stream `sample_seed(seed, r, j)`."""
+    n = decoding.num_return_sequences
+    if not decoding.do_sample:  # the best beams (or the greedy path) of each prompt
+        return generate_ids(model, tokenizer, prompt_ids, decoding, batch_size=batch_size, bar=bar)
+    flat = generate_ids(model, tokenizer, [x for x in prompt_ids for _ in range(n)], decoding, batch_size=batch_size, bar=bar,
+                        seeds=[sample_seed(decoding.seed, r, j) for r in rows for j in range(n)])
+    return [[flat[i * n + j][0] for j in range(n)] for i in range(len(prompt_ids))]
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -361,7 +367,7 @@ def generate_command(cfg: GenerateConfig, on_shard=None) -> dict:
                desc=f"generate (rank {distributed.rank()})" if distributed.world_size() > 1 else "generate")
     bar.start_t = time.perf_counter()
     for name, chunk in todo:
-        shards.write(name, _generate_chunk(model, tok, chunk, lengths, decoding, cfg.batch_size, bar))
+        shards.write(name, _generate_chunk(model, tok, chunk, decoding, cfg.batch_size, bar))
         if on_shard is not None:
             on_shard(name)
     bar.close()
@@ -374,19 +380,12 @@ def generate_command(cfg: GenerateConfig, on_shard=None) -> dict:
     return summary
 
 
-def _generate_chunk(model, tok, chunk: list[dict], lengths, decoding: Decoding, batch_size: int, bar) -> list[dict]:
-    n = decoding.num_return_sequences
+def _generate_chunk(model, tok, chunk: list[dict], decoding: Decoding, batch_size: int, bar) -> list[dict]:
+    """One shard's entries: {key: [rdo_row, sample_index], response, n_tokens}."""
     prompt_ids = prompt_token_ids(tok, [it["prompt_text"] for it in chunk])
-    if decoding.do_sample:
-        keys = [(it["rdo_row"], j) for it in chunk for j in range(n)]
-        flat = generate_ids(model, tok, [prompt_ids[i] for i in range(len(chunk)) for _ in range(n)], decoding,
-                            seeds=[sample_seed(decoding.seed, r, j) for r, j in keys], batch_size=batch_size, bar=bar)
-        seqs = [f[0] for f in flat]
-    else:
-        per_prompt = generate_ids(model, tok, prompt_ids, decoding, batch_size=batch_size, bar=bar)
-        keys = [(it["rdo_row"], j) for it in chunk for j in range(n)]
-        seqs = [s for beams in per_prompt for s in beams]
-    return [{"key": list(k), "response": decode(tok, s), "n_tokens": len(s)} for k, s in zip(keys, seqs)]
+    per_prompt = responses_ids(model, tok, prompt_ids, [it["rdo_row"] for it in chunk], decoding, batch_size, bar)
+    return [{"key": [it["rdo_row"], j], "response": decode(tok, s), "n_tokens": len(s)}
+            for it, seqs in zip(chunk, per_prompt) for j, s in enumerate(seqs)]
 
 
 def finalise(cfg: GenerateConfig, output: Path, shards: Shards, items: list[dict], decoding: Decoding, counts: dict, timing: dict) -> dict:
