@@ -16,6 +16,8 @@ COMMANDS = {
     "eval judge": ("rdo.evaluate.judge", "EvalJudgeConfig", "eval_judge", "Pairwise LLM-as-judge of two generations files: both orders, several judges, cached and retried calls."),
     "eval human export": ("rdo.evaluate.human", "HumanExportConfig", "human_export", "Write a blind, shuffled A/B sheet (CSV + HTML page) for annotators and its hidden key."),
     "eval human tally": ("rdo.evaluate.human", "HumanTallyConfig", "human_tally", "Tally annotators' sheets with the key: win/tie/loss per annotator and by majority, Fleiss' kappa."),
+    "generate": ("rdo.generate", "GenerateConfig", "generate_command", "Responses of a model to a data file's prompts (greedy/beam/sampling); resumable, multi-process."),
+    "eval reward": ("rdo.evaluate.reward", "EvalRewardConfig", "eval_reward", "Mean reward of generations files under reward models or functions, paired comparisons."),
 }
 
 

@@ -372,3 +372,94 @@ class HumanTallyConfig:
             raise ValueError("set --key to the key file written by `rdo eval human export`")
         if self.bootstrap < 0:
             raise ValueError("--bootstrap must be >= 0")
+
+
+# --- generation and reward evaluation ---------------------------------------------------------
+
+@dataclass
+class GenerateConfig:
+    """`rdo generate`: responses of a causal LM (or base + LoRA adapter) to the prompts of any supported data file.
+
+    Output: one JSONL row per (prompt, sample) with the input row's id, rdo_row, prompt, prompt_text,
+    response, sample_index, model and decoding. Resumable (<output>.shards/); under torchrun every
+    process generates its share and the output equals a single-process run.
+    """
+
+    model_name_or_path: str | None = arg(None, "Causal LM: a local folder, a hub id, or a LoRA adapter folder (its adapter_config.json names the base).")
+    base_model_name_or_path: str | None = arg(None, "Base model for a LoRA adapter folder, overriding the one its adapter_config.json names.")
+    dataset_name: str | None = arg(None, "Prompts: any preference/ranked/unpaired data or a file with just `prompt` (file, save_to_disk folder or hub id).")
+    dataset_split: str = arg("test", "Split to read from a dataset folder or hub id.")
+    output: str | None = arg(None, "Output .jsonl: one row per (prompt, sample).")
+    max_new_tokens: int = arg(128, "Most tokens generated per response (generation also stops at EOS / end of turn).")
+    do_sample: bool = arg(False, "Sample (with --temperature/--top_p/--top_k) instead of greedy or beam search.")
+    temperature: float = arg(1.0, "Sampling temperature.")
+    top_p: float = arg(1.0, "Sampling: nucleus probability mass (1 = off).")
+    top_k: int = arg(0, "Sampling: keep the k most likely tokens (0 = off).")
+    num_beams: int = arg(1, "Beam search width (1 = greedy, or sampling with --do_sample).")
+    num_return_sequences: int = arg(1, "Responses per prompt: independent samples with --do_sample, else the best beams (<= --num_beams).")
+    num_beam_groups: int = arg(1, "Diverse beam search: beam groups (the RRHF setting: --num_beams 4 --num_beam_groups 4 --diversity_penalty 1.0).")
+    diversity_penalty: float = arg(0.0, "Diverse beam search: penalty for a group repeating another group's token.")
+    seed: int = arg(0, "Sampling seed; every (input row, sample) has its own seed derived from it.")
+    chat_text_prompts: bool = arg(False, "Also render plain-string prompts as one user turn of the chat template (message-list prompts always are).")
+    batch_size: int = arg(16, "Sequences per generate() call (batches are sorted by prompt length).")
+    shard_size: int = arg(256, "Prompts per shard written to <output>.shards/; a killed run resumes from the last complete shard.")
+    device: str = arg("auto", "Device: auto (cuda, or cuda:<local rank> under torchrun, when available), cpu, cuda, ...")
+    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
+    skip_invalid: bool = arg(False, "Leave invalid input rows out (counted and reported) instead of stopping at the first.")
+    overwrite: bool = arg(False, "Discard shards of an earlier, different run instead of refusing to mix them.")
+    keep_shards: bool = arg(False, "Keep <output>.shards/ after the output is complete.")
+
+    def __post_init__(self):
+        for name in ("model_name_or_path", "dataset_name", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"set --{name}")
+        if not self.output.endswith(".jsonl"):
+            raise ValueError(f"--output {self.output!r}: generations are written as .jsonl")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.shard_size < 1:
+            raise ValueError("--max_new_tokens, --batch_size and --shard_size must be >= 1")
+        if self.num_beams < 1 or self.num_return_sequences < 1 or self.num_beam_groups < 1:
+            raise ValueError("--num_beams, --num_return_sequences and --num_beam_groups must be >= 1")
+        if self.do_sample:
+            if self.num_beams > 1:
+                raise ValueError("--do_sample with --num_beams > 1 (beam sampling) is not supported; use one of them")
+            if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+                raise ValueError("sampling needs --temperature > 0, 0 < --top_p <= 1 and --top_k >= 0")
+        elif self.num_return_sequences > self.num_beams:
+            raise ValueError(f"--num_return_sequences {self.num_return_sequences} needs --do_sample, or --num_beams >= it (the best beams are returned)")
+        if self.num_beam_groups > 1 and self.num_beams % self.num_beam_groups:
+            raise ValueError(f"--num_beams {self.num_beams} must be a multiple of --num_beam_groups {self.num_beam_groups}")
+        if self.diversity_penalty and self.num_beam_groups == 1:
+            raise ValueError("--diversity_penalty needs --num_beam_groups > 1 (diverse beam search)")
+
+
+@dataclass
+class EvalRewardConfig:
+    """`rdo eval reward`: mean reward of generations files under reward models or reward functions, and every pair of files compared on the same prompts."""
+
+    generations: list[str] = arg([], "Generations files written by `rdo generate` (one or more).", nargs="+")
+    scorer: list[str] = arg([], "Reward model folders: `rdo train-rm` outputs or any AutoModelForSequenceClassification folder.", nargs="*")
+    reward_fn: list[str] = arg([], "Python reward functions as module:function, each called as f(prompt: str, response: str) -> float.", nargs="*")
+    output: str | None = arg(None, "Write reward.json here.")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
+    seed: int = arg(0, "Seed for the bootstrap.")
+    batch_size: int = arg(32, "Sequences per forward pass of a reward model.")
+    max_length: int | None = arg(None, "Reward models: max tokens of prompt + response (default: rdo.json's, else 1024).")
+    max_prompt_length: int | None = arg(None, "Reward models: max prompt tokens (default: rdo.json's, else 512).")
+    device: str = arg("auto", "Device: auto (cuda when available), cpu, cuda, ...")
+    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
+
+    def __post_init__(self):
+        if not self.generations:
+            raise ValueError("set --generations to one or more files written by `rdo generate`")
+        if not self.scorer and not self.reward_fn:
+            raise ValueError("set --scorer DIR and/or --reward_fn module:function: what gives the reward")
+        for spec in self.reward_fn:
+            if spec.count(":") != 1 or not all(spec.split(":")):
+                raise ValueError(f"--reward_fn {spec!r}: expected module:function, e.g. rdo.demo.task:vader_reward")
+        if self.bootstrap < 0 or self.batch_size < 1:
+            raise ValueError("--bootstrap must be >= 0 and --batch_size >= 1")
+        from pathlib import Path
+
+        names = [Path(g).stem for g in self.generations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--generations {self.generations}: two files share a name; the table and reward.json tell files apart by name")
