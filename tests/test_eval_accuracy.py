@@ -53,11 +53,11 @@ def test_ranked_rows_count_every_pair_with_different_scores():
     assert sorted(comp["R"]) == [-0.5, 1.0, 2.0]
 
 
-def test_eval_accuracy_table_and_json(tiny_model, tmp_path, capsys):
+def test_eval_accuracy_table_and_json(trained_scorers, tmp_path, capsys):
     from conftest import write_jsonl
-    from scorer_helpers import learnable_pairs, trained_scorers
+    from scorer_helpers import learnable_pairs
 
-    s = trained_scorers(tiny_model, tmp_path / "scorers")
+    s = trained_scorers
     data = write_jsonl(tmp_path / "held_out.jsonl", learnable_pairs(10, seed=9))
     m = eval_accuracy(EvalAccuracyConfig(scorer=str(s["diff"]), dataset_name=str(data), num_bins=3, bootstrap=50))
     out = capsys.readouterr().out
