@@ -44,6 +44,11 @@ class EvalDatasetOptions:
     eval_dataset_name: str | None = arg(None, "Optional held-out preference data, evaluated unweighted (loss, accuracy, margins) at each evaluation.")
     eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
 
+    def evaluate_each_epoch_when_given(self) -> None:
+        """A held-out set is given to be evaluated: without an --eval_strategy, evaluate each epoch."""
+        if self.eval_dataset_name and str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
+            self.eval_strategy = "epoch"
+
 
 @dataclass
 class DtypeOptions:
@@ -111,8 +116,7 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions,
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("set --output_dir: where the trained model, config and metrics go")
-        if self.eval_dataset_name and str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
-            self.eval_strategy = "epoch"  # a held-out set is given to be evaluated
+        self.evaluate_each_epoch_when_given()
         super().__post_init__()
         if not self.model_name_or_path:
             raise ValueError("set --model_name_or_path to the policy model (a local folder or a hub id)")
@@ -166,6 +170,7 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeO
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("set --output_dir: where the trained scorer (a Hugging Face folder + rdo.json) goes")
+        self.evaluate_each_epoch_when_given()
         super().__post_init__()
         if not self.model_name_or_path:
             raise ValueError("set --model_name_or_path to the base causal LM (a local folder or a hub id)")
