@@ -84,7 +84,8 @@ def _ranked_weights(source: str, policy: CoefficientPolicy, records: list[dict],
             "Add it to every row, or drop the column so R is taken from the scores",
         )
     if coef_column is not None and not any(has):
-        log.info("coefficients: no %r column on the ranked rows; R_ij = scores[j] - scores[i]", coef_column)
+        log.warning("coefficients: the ranked rows have no %r column, so R_ij = scores[j] - scores[i] (ranked rows only: "
+                    "pairs and unpaired rows without it are an error; see --coef_column)", coef_column)
     diffs = [r[coef_column] if h else None for r, h in zip(records, has)]
     weights, keep, stats = ranked_weights(policy, [r["scores"] for r in records], diffs)
     stats["unit"] = "ranked pair"
