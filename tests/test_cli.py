@@ -126,6 +126,10 @@ def test_config_file_errors_are_one_line(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["score", "--config", str(tmp_path / "c.yaml")])
         assert expected in capsys.readouterr().err
+    (tmp_path / "c.yaml").write_text("torch_dtype: float64\n")  # flags check their choices; the file's values too
+    with pytest.raises(SystemExit):
+        main(["score", "--config", str(tmp_path / "c.yaml")])
+    assert "c.yaml: torch_dtype: 'float64' is not one of auto, float32, bfloat16, float16" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["score", f"--config={tmp_path / 'missing.yaml'}"])
     assert "missing.yaml: No such file or directory" in capsys.readouterr().err

@@ -89,6 +89,9 @@ def read_yaml_options(config_cls, path: str, parser) -> dict:
     unknown = sorted(set(values) - known)
     if unknown:
         parser.error(f"{path}: unknown option(s) {', '.join(map(str, unknown))} (see {parser.prog} --help)")
+    for action in parser._actions:  # argparse checks choices of flags only, not of defaults
+        if action.choices and action.dest in values and values[action.dest] not in action.choices:
+            parser.error(f"{path}: {action.dest}: {values[action.dest]!r} is not one of {', '.join(map(str, action.choices))}")
     return values
 
 
