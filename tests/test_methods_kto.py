@@ -174,7 +174,7 @@ def test_kto_trains_on_unpaired_rows_with_odd_batches(tiny_model, tmp_path):
     last = [e for e in logs[-8:] if "rewards/desirable" in e and "rewards/undesirable" in e]
     assert _mean(last, "rewards/desirable") > 0 > _mean(last, "rewards/undesirable")
     (cache,) = tmp_path.glob("rdo-ref-logps-*.pt")  # reference log-probs of examples and KL rows, precomputed
-    assert set(torch.load(cache)) == {"rdo_row", "rdo_example", "ref_logps", "ref_kl_logps"}
+    assert set(torch.load(cache)) == {"key", "about", "rdo_row", "rdo_example", "ref_logps", "ref_kl_logps"}
 
 
 def test_kto_trains_on_pairs_batch_of_one(tiny_model, tmp_path):
