@@ -53,6 +53,7 @@ class AlignConfig(TrainingArguments):
     max_length: int = arg(1024, "Max tokens of prompt + response; responses are cut from the right, EOS kept.")
     max_prompt_length: int | None = arg(512, "Max prompt tokens; longer prompts lose their beginning.")
     skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
+    dedupe_ids: bool = arg(False, "Rows sharing an `id` value: keep the first and count the others, instead of stopping with an error naming both rows.")
     pad_to_multiple_of: int = arg(1, "Pad batch length to a multiple of this (8 helps tensor cores).")
     # --- reference model ---
     precompute_ref: bool = arg(True, "Compute reference log-probs once before training and cache them (the reference is then not held in memory).")
@@ -127,6 +128,7 @@ class _ScorerTrainConfig(TrainingArguments):
     eval_dataset_name: str | None = arg(None, "Optional held-out preference data; loss and accuracy are logged on it at each evaluation.")
     eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
     skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
+    dedupe_ids: bool = arg(False, "Rows sharing an `id` value: keep the first and count the others, instead of stopping with an error naming both rows.")
     head_learning_rate: float = arg(1e-4, "Learning rate of the new score head (the paper: 1e-4; --learning_rate is the backbone's, 1e-5).")
     pad_to_multiple_of: int = arg(1, "Pad batch length to a multiple of this (8 helps tensor cores).")
     torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
@@ -212,6 +214,7 @@ class ScoreConfig:
     device: str = arg("auto", "Device: auto (cuda when available), cpu, cuda, cuda:1, ...")
     torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
     skip_invalid: bool = arg(False, "Leave invalid rows out of the output (counted and reported) instead of stopping at the first.")
+    dedupe_ids: bool = arg(False, "Rows sharing an `id` value: keep the first and count the others, instead of stopping with an error naming both rows.")
     overwrite: bool = arg(False, "Discard shards of an earlier, different run instead of refusing to mix them.")
     keep_shards: bool = arg(False, "Keep <output>.shards/ after the output is complete.")
 
@@ -251,6 +254,7 @@ class EvalAccuracyConfig:
     device: str = arg("auto", "Device: auto (cuda when available), cpu, cuda, ...")
     torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
     skip_invalid: bool = arg(False, "Leave invalid rows out (counted and reported) instead of stopping at the first.")
+    dedupe_ids: bool = arg(False, "Rows sharing an `id` value: keep the first and count the others, instead of stopping with an error naming both rows.")
 
     def __post_init__(self):
         for name in ("scorer", "dataset_name"):

@@ -21,6 +21,8 @@ from typing import Any
 
 from rdo.data.errors import SKIP_HINT, DataError
 
+CHAT_KEY = "rdo_chat"  # marks records whose responses the chat template rendered (ends of turns included)
+
 HH_ASSISTANT = "\n\nAssistant:"
 KINDS = ("pair", "ranked", "unpaired")
 
@@ -66,6 +68,7 @@ class Normaliser:
                 out[f] = self._text(row, raw, f)
         elif self.fmt == "conversational":
             out.update(self._render_conversation(row, raw))
+            out[CHAT_KEY] = True  # its responses already end as the template ends a turn (rdo.data.tokenize)
         elif self.fmt == "hh":
             out.update(self._split_hh(row, raw))
         elif self.fmt == "ranked":

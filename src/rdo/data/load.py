@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from rdo.data.errors import DataError, SkipReport
 from rdo.data.formats import Normaliser, detect_format, kind_of
 from rdo.data.io import read_rows
+
+
+DUPLICATE = "duplicate id"
+
+
+class _Duplicate(Exception):
+    """A duplicate row dropped under `dedupe_ids` (counted, not an error)."""
+
+    def __init__(self, err: DataError):
+        self.err = err
+
+
+def _check_unique(source: str, row: int, column: str, value, first_row_of: dict[str, int], dedupe: bool) -> None:
+    key = json.dumps(value, sort_keys=True, default=str)
+    first = first_row_of.setdefault(key, row)
+    if first == row:
+        return
+    if dedupe:
+        raise _Duplicate(DataError(source, row, column, f"duplicate of row {first} ({value!r}); the first was kept",
+                                   reason="duplicate id, the first row kept (--dedupe_ids)"))
+    raise DataError(
+        source, row, column, f"the same id {value!r} as row {first}",
+        "Remove or rename one of the two rows, or pass --dedupe_ids to keep the first of each id (the others are counted)",
+        reason=DUPLICATE,
+    )
 
 
 @dataclass
@@ -27,17 +53,23 @@ def load_records(
     tokenizer=None,
     coef_column: str | None = None,
     skip_invalid: bool = False,
+    dedupe_ids: bool = False,
+    id_column: str = "id",
 ) -> Loaded:
     """Read `source`, detect its format from the first row, normalise and validate every row.
 
     `coef_column` names a column every row must carry as a finite number (None: not required);
     ranked rows carry it as a K x K matrix, or leave it out so R comes from their scores.
     Bad rows raise `DataError` (file, row, field) unless `skip_invalid`, which counts them instead.
+    Two rows with the same `id_column` value are an error naming both rows (even with `skip_invalid`:
+    neither row is invalid, and which one to keep is the user's call) unless `dedupe_ids`, which
+    keeps the first and counts the others in the skip report.
     """
     skips = SkipReport()
     records: list[dict] = []
     normalise = None
     fmt = None
+    first_row_of: dict[str, int] = {}  # id (as JSON) -> the row it was first seen on
     for row, raw in read_rows(source, split):
         if isinstance(raw, DataError):  # the row could not even be read (e.g. a line that is not JSON)
             if not skip_invalid:
@@ -51,9 +83,14 @@ def load_records(
                 raise ValueError(f"{source}, row {row}: {e}") from None
             normalise = Normaliser(source, fmt, tokenizer=tokenizer, coef_column=coef_column)
         try:
-            records.append(normalise(row, raw))
+            record = normalise(row, raw)
+            if id_column in raw:
+                _check_unique(source, row, id_column, raw[id_column], first_row_of, dedupe_ids)
+            records.append(record)
+        except _Duplicate as dup:
+            skips.add(dup.err)
         except DataError as err:
-            if not skip_invalid:
+            if not skip_invalid or err.reason == DUPLICATE:
                 raise
             skips.add(err)
     if fmt is None and not skips.total:
