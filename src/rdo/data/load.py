@@ -70,18 +70,14 @@ def load_records(
     normalise = None
     fmt = None
     first_row_of: dict[str, int] = {}  # id (as JSON) -> the row it was first seen on
-    for row, raw in read_rows(source, split):
+    undetected: list[tuple[int, dict, str]] = []  # rows read before the format was known, that did not show it
+
+    def take(row: int, raw) -> None:
         if isinstance(raw, DataError):  # the row could not even be read (e.g. a line that is not JSON)
             if not skip_invalid:
                 raise raw
             skips.add(raw)
-            continue
-        if normalise is None:
-            try:
-                fmt = detect_format(raw)
-            except ValueError as e:
-                raise ValueError(f"{source}, row {row}: {e}") from None
-            normalise = Normaliser(source, fmt, tokenizer=tokenizer, coef_column=coef_column)
+            return
         try:
             record = normalise(row, raw)
             if id_column in raw:
@@ -93,6 +89,29 @@ def load_records(
             if not skip_invalid or err.reason == DUPLICATE:
                 raise
             skips.add(err)
+
+    for row, raw in read_rows(source, split):
+        if normalise is None:
+            # The first row that shows its format decides it; a broken row before it (say, one missing
+            # 'chosen') is then reported against that format, with its field, instead of stopping
+            # detection. Rows before it wait, so errors still come in line order.
+            try:
+                if isinstance(raw, DataError):
+                    raise ValueError(str(raw))
+                fmt = detect_format(raw)
+            except ValueError as e:
+                undetected.append((row, raw, str(e)))
+                continue
+            normalise = Normaliser(source, fmt, tokenizer=tokenizer, coef_column=coef_column)
+            for early_row, early_raw, _ in undetected:
+                take(early_row, early_raw)
+        take(row, raw)
+    if normalise is None and undetected:  # no row shows a format: report the first row as it is
+        for row, raw, problem in undetected:
+            if isinstance(raw, DataError):
+                take(row, raw)  # raises, or counts it under --skip_invalid
+            else:
+                raise ValueError(f"{source}, row {row}: {problem}")
     if fmt is None and not skips.total:
         raise ValueError(f"{source}: no rows")
     if not records:
