@@ -229,3 +229,22 @@ def test_template_whose_turn_end_has_no_stop_token_gets_eos(byte_tok):
     """rdo.tiny's template ends a turn with a bare '\\n': EOS is still appended, or the model could never stop."""
     out = encode(byte_tok, CONV_ROW, "conversational")
     assert out["chosen_ids"] == byte("Hello") + [224] + byte("there") + [LF, 2]
+
+
+@pytest.mark.slow  # ~20 s: a real training step of the 135M model
+def test_train_rm_on_smollm2_saves_a_pad_distinct_from_eos(smol_dir, tmp_path):
+    """Through the command: the saved SmolLM2 scorer pads with <|endoftext|>, and scoring pads with it too."""
+    import json
+
+    from rdo.cli import main
+    from rdo.scorers import load_scorer
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}", "chosen": "Hello there", "rejected": "Bye"}) + "\n" for i in range(2)))
+    out = tmp_path / "rm"
+    assert main(["train-rm", "--model_name_or_path", smol_dir, "--dataset_name", str(data), "--output_dir", str(out),
+                 "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true", "--max_steps", "1",
+                 "--per_device_train_batch_size", "2", "--max_length", "32", "--max_prompt_length", "16"]) == 0
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] == ENDOFTEXT
+    scorer = load_scorer(str(out), device="cpu")
+    assert (scorer.pad_id, scorer.tok.pad_token_id, scorer.tok.eos_token_id) == (ENDOFTEXT, ENDOFTEXT, IM_END)
