@@ -6,8 +6,11 @@ Canonical records (plain dicts, so they go straight into a `datasets.Dataset`):
 - ranked:   {"prompt", "responses": [...], "scores": [...]}  (RRHF)
 - unpaired: {"prompt", "completion", "label": bool}           (KTO)
 
-Each also carries `rdo_row` (the 1-based source row, the key that follows the row everywhere) and
-every other column of the input untouched — the coefficient column and any id in particular.
+Each also carries `rdo_row` (the source row as `rdo.data.io` numbers it: for JSONL the editor's
+line number; the key that follows the row everywhere) and every other column of the input
+untouched — the coefficient column and any id in particular. Conversational rows also carry
+`rdo_chat: True`: their strings were rendered by the chat template, so each response already ends
+as the template ends an assistant turn (`rdo.data.tokenize` then appends no EOS).
 
 Accepted inputs: TRL standard and conversational preference rows, Anthropic HH raw transcripts
 (`chosen`/`rejected` only), Dahoas rm-static (`prompt`, `response`, `chosen`, `rejected`), ranked
