@@ -248,3 +248,25 @@ def test_train_rm_on_smollm2_saves_a_pad_distinct_from_eos(smol_dir, tmp_path):
     assert json.loads((out / "config.json").read_text())["pad_token_id"] == ENDOFTEXT
     scorer = load_scorer(str(out), device="cpu")
     assert (scorer.pad_id, scorer.tok.pad_token_id, scorer.tok.eos_token_id) == (ENDOFTEXT, ENDOFTEXT, IM_END)
+
+
+def test_scorer_pad_is_added_when_the_vocabulary_has_no_spare_special_token(tmp_path):
+    """GPT-2 style: EOS is the only special token, so a pad is added and the scorer's embeddings grow by one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from rdo.scorers import build_scorer_model
+
+    vocab = {"</s>": 0, **{ch: i + 1 for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="</s>")
+    tok.pad_token = tok.eos_token  # what rdo.models.load_tokenizer does for such tokenizers
+    assert use_scorer_pad(tok) is True
+    assert (tok.pad_token, tok.pad_token_id, tok.eos_token_id) == ("<|rdo_pad|>", 257, 0)
+    from rdo.tiny import tiny_llama
+
+    tiny_llama(257, layers=1, hidden=16, heads=2).save_pretrained(tmp_path / "lm")  # one row per token, no spare
+    model = build_scorer_model(str(tmp_path / "lm"), tok, "float32")
+    assert model.config.pad_token_id == 257 and model.get_input_embeddings().num_embeddings == 258
