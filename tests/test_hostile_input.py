@@ -76,7 +76,7 @@ def datasets(draw):
     return kind, lines, draw(st.booleans()), draw(st.sampled_from([b"\n", b"\r\n"]))
 
 
-@settings(max_examples=5, deadline=None, derandomize=True, database=None,
+@settings(max_examples=12, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=datasets())
 def test_generated_hostile_datasets(env, data, capsys):
