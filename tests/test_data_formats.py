@@ -29,10 +29,10 @@ def test_trl_standard(tmp_path):
     assert loaded.skips.total == 0
 
 
-def test_rdo_row_counts_rows_not_blank_lines(tmp_path):
+def test_rdo_row_is_the_editors_line_number_blank_lines_included(tmp_path):
     path = tmp_path / "gaps.jsonl"
     path.write_text(json.dumps(STANDARD_ROWS[0]) + "\n\n   \n" + json.dumps(STANDARD_ROWS[1]) + "\n\n")
-    assert [r["rdo_row"] for r in load_records(str(path)).records] == [1, 2]
+    assert [r["rdo_row"] for r in load_records(str(path)).records] == [1, 4]
 
 
 def test_extra_columns_pass_through_untouched(tmp_path):
@@ -70,6 +70,7 @@ def test_trl_conversational_is_rendered_with_the_chat_template(tmp_path, byte_to
             "rejected": "Go away.\n",
             "rdo_reward_diff": 2.0,
             "rdo_row": 1,
+            "rdo_chat": True,
         },
         {
             "id": "c2",
@@ -78,6 +79,7 @@ def test_trl_conversational_is_rendered_with_the_chat_template(tmp_path, byte_to
             "rejected": "3\n",
             "rdo_reward_diff": 0.5,
             "rdo_row": 2,
+            "rdo_chat": True,
         },
     ]
 
@@ -205,7 +207,9 @@ def test_every_file_type_gives_the_same_records(tmp_path, name, write):
     write(path, STANDARD_ROWS)
     loaded = load_records(str(path), coef_column="rdo_reward_diff")
     assert loaded.fmt == "standard"
-    assert loaded.records == STANDARD_RECORDS
+    # a CSV row is the line it starts on (the header is line 1); elsewhere the position in the list
+    offset = 1 if name.endswith(".csv") else 0
+    assert loaded.records == [{**r, "rdo_row": r["rdo_row"] + offset} for r in STANDARD_RECORDS]
 
 
 def test_saved_dataset_dict_picks_the_split(tmp_path):

@@ -34,7 +34,7 @@ def prepare_features(
     coef_column = cfg.coef_column if policy.alpha != 0 else None
     loaded = load_records(
         source, split=split, tokenizer=tokenizer,
-        coef_column=coef_column, skip_invalid=cfg.skip_invalid,
+        coef_column=coef_column, skip_invalid=cfg.skip_invalid, dedupe_ids=cfg.dedupe_ids,
     )
     if loaded.kind not in method.data_kinds:
         raise ValueError(

@@ -35,6 +35,7 @@ class DatasetOptions:
     dataset_name: str | None = arg(None, "Preference data: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.")
     dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
     skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
+    dedupe_ids: bool = arg(False, "Rows sharing an `id` value: keep the first and count the others, instead of stopping with an error naming both rows.")
 
 
 @dataclass

@@ -1,12 +1,22 @@
 """Reward and difference models: one-output heads on any causal LM, their inputs, and rdo.json.
 
 Both scorers are `AutoModelForSequenceClassification(num_labels=1)` on a causal-LM checkpoint: the
-head reads the hidden state of the last non-pad token (so `config.pad_token_id` must be set).
+head reads the hidden state of the last token that is not the pad token. So the pad token must never
+be a sequence's last token: `use_scorer_pad` gives scorers a pad distinct from EOS and the end of
+turn (SmolLM2 pads with its EOS `<|im_end|>`; its scorers pad with `<|endoftext|>` instead, no new
+embedding), and the head reads the sequence's last real token:
 
-- reward model      r(x, y)       input: prompt + response + EOS (the same ids `rdo align` trains on)
+- reward model      r(x, y)       input: exactly the ids `rdo align` trains on (rdo.data.tokenize):
+                                  prompt + response + EOS for plain text, so the head reads the EOS;
+                                  a conversational response ends as the template ends the turn
+                                  (ChatML `<|im_end|>\n`: the head reads that `\n`).
 - difference model  R(x, y1, y2)  input: the template, default the paper's (Sec. 3.1)
-                                  "Query: {x}; Response 1: {y1}; Response 2: {y2}", then EOS.
-                                  R > 0 means y1 is better than y2, |R| how much.
+                                  "Query: {x}; Response 1: {y1}; Response 2: {y2}", then EOS, which
+                                  the head reads. R > 0 means y1 is better than y2, |R| how much.
+                                  {x} is the prompt as rendered (for conversational rows: the chat
+                                  template's dialogue, roles included); {y1}, {y2} are the responses'
+                                  content: a conversational response's end-of-turn markup (e.g.
+                                  `<|im_end|>\n`) is removed, as the comparison is no assistant turn.
 
 A scorer folder is an ordinary Hugging Face folder plus `rdo.json` recording the kind, the template
 and the max lengths, so `rdo score` and `rdo eval accuracy` need no repeated flags.
@@ -30,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from rdo.data.chat import assistant_turn_end, end_of_turn_ids, special_ids
 from rdo.data.collate import pad_sequences
 from rdo.data.tokenize import Encoder, Truncation
 
@@ -123,17 +134,17 @@ def parse_template(template: str) -> list[tuple[str, str | None]]:
 
 
 class DifferenceEncoder:
-    """Token ids of (x, y1, y2) in the difference model's template, with fair truncation (module doc)."""
+    """Token ids of (x, y1, y2) in the difference model's template, with fair truncation (module doc).
+
+    Built on `Encoder`, the one home of tokenisation, the BOS rule and the chat template's turn end.
+    """
 
     def __init__(self, tokenizer, template: str, truncation: Truncation):
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no EOS token; set tokenizer.eos_token")
-        self.tok, self.trunc = tokenizer, truncation
-        self.eos = tokenizer.eos_token_id
-        self.pieces = [(self.ids(lit) if lit else [], name) for lit, name in parse_template(template)]
-        bos = Encoder(tokenizer, truncation).bos  # only when the tokenizer itself adds one
+        self.base = Encoder(tokenizer, truncation)
+        self.tok, self.trunc, self.eos = tokenizer, truncation, self.base.eos
+        self.pieces = [(self.base.tokens([lit])[0] if lit else [], name) for lit, name in parse_template(template)]
         first_literal = self.pieces[0][0]  # [] when the template starts with a field
-        self.bos = [bos] if bos is not None and not (first_literal and first_literal[0] == bos) else []
+        self.bos = [self.base.bos] if len(self.base.with_bos(first_literal)) > len(first_literal) else []
         self.overhead = len(self.bos) + sum(len(ids) for ids, _ in self.pieces) + 1  # + EOS
         room = truncation.max_length - self.overhead
         if room < 2 + (truncation.max_prompt_length or 0):
@@ -145,14 +156,34 @@ class DifferenceEncoder:
         self.prompt_cap = truncation.max_prompt_length if truncation.max_prompt_length is not None else room - 2
 
     def ids(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
+        return self.base.tokens([text])[0]
 
-    def assemble(self, x: list[int], y1: list[int], y2: list[int]) -> list[int]:
-        """One input sequence from already tokenised pieces (see the truncation rule above)."""
-        x = x[-self.prompt_cap:] if len(x) > self.prompt_cap else x  # 1. left truncation
-        room = self.trunc.max_length - self.overhead - len(x)
+    def content(self, text: str, chat: bool) -> str:
+        """A response as it goes into the template: a conversational one without its end-of-turn markup."""
+        end = self.base.turn_end_text
+        return text[: -len(end)] if chat and end and text.endswith(end) else text
+
+    def query_and_responses(self, prompts: list[str], responses: list[list[str]], chats: list[bool]):
+        """Token ids of each row's query and responses (one tokenizer call each): (xs, [[y ids]])."""
+        xs = self.base.tokens(prompts)
+        flat = self.base.tokens([self.content(y, c) for ys, c in zip(responses, chats) for y in ys])
+        out, pos = [], 0
+        for ys in responses:
+            out.append(flat[pos : pos + len(ys)])
+            pos += len(ys)
+        return xs, out
+
+    def assemble(self, x: list[int], y1: list[int], y2: list[int], where: tuple[str, int] | None = None) -> list[int]:
+        """One input sequence from already tokenised pieces (see the truncation rule above).
+
+        With `where` (file, row), what truncation cut is counted in `self.base.cuts`.
+        """
+        kept_x = x[-self.prompt_cap:] if len(x) > self.prompt_cap else x  # 1. left truncation
+        room = self.trunc.max_length - self.overhead - len(kept_x)
         n1, n2 = fair_split(len(y1), len(y2), room)  # 2.
-        parts = {"x": x, "y1": y1[:n1], "y2": y2[:n2]}
+        if where is not None:
+            self.base.cuts.add(where, len(x) - len(kept_x), [len(y1) - n1, len(y2) - n2])
+        parts = {"x": kept_x, "y1": y1[:n1], "y2": y2[:n2]}
         out = list(self.bos)
         for lit_ids, name in self.pieces:
             out += lit_ids
@@ -171,6 +202,26 @@ def fair_split(a: int, b: int, room: int) -> tuple[int, int]:
     if b <= half:
         return room - b, b
     return half, half  # an odd token is left unused so the rule stays symmetric
+
+
+def use_scorer_pad(tokenizer) -> bool:
+    """Give `tokenizer` a pad token that can never be a sequence's last token, so the head reads the last real one.
+
+    Keeps a pad distinct from EOS and the end of turn; else takes the unknown token or another special
+    token already in the vocabulary (no new embedding); only when there is none adds `<|rdo_pad|>`.
+    Returns whether a token was added (the model's embeddings must then grow: `build_scorer_model`).
+    """
+    turn_end = Encoder(tokenizer, Truncation(max_prompt_length=None)).turn_end
+    finals = {tokenizer.eos_token_id, *end_of_turn_ids(tokenizer), *turn_end[-1:]}
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in finals:
+        return False
+    used_by_template = set(tokenizer(assistant_turn_end(tokenizer), add_special_tokens=False)["input_ids"])
+    for cand in [tokenizer.unk_token_id, *sorted(special_ids(tokenizer) - used_by_template - {tokenizer.bos_token_id})]:
+        if cand is not None and cand not in finals:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(cand)
+            return False
+    tokenizer.add_special_tokens({"pad_token": "<|rdo_pad|>"})
+    return True
 
 
 def tokenize_many(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -192,6 +243,8 @@ def build_scorer_model(name_or_path: str, tokenizer, torch_dtype: str = "auto"):
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, dtype=DTYPES[torch_dtype])
     except ValueError as e:  # an architecture without a sequence-classification class
         raise ValueError(f"{name_or_path}: transformers has no sequence-classification head for this model ({e})") from e
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # use_scorer_pad added a pad token
+        model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # the head finds the last token by it
     return model
 
@@ -227,6 +280,8 @@ class Scorer:
     def __init__(self, model, tokenizer, spec: ScorerSpec, device: torch.device):
         self.model, self.tok, self.spec, self.device = model, tokenizer, spec, device
         self.kind = spec.kind
+        # pad with the id the head skips (older folders may differ from the tokenizer's pad)
+        self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
         trunc = Truncation(spec.max_length, spec.max_prompt_length)
         self.encoder = Encoder(tokenizer, trunc)
         self.diff_encoder = DifferenceEncoder(tokenizer, spec.template, trunc) if self.kind == "difference" else None
@@ -240,7 +295,7 @@ class Scorer:
     @torch.inference_mode()
     def forward(self, seqs: list[list[int]]) -> torch.Tensor:
         """Scores of right-padded sequences in one forward: (N,) float32 on the CPU."""
-        ids, mask = pad_sequences(seqs, self.tok.pad_token_id)
+        ids, mask = pad_sequences(seqs, self.pad_id)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False).logits
         return logits[:, 0].float().cpu()  # (N,)
 

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from rdo import atomic
 from rdo.config import ScoreConfig
 from rdo.data import DataError, load_records
+from rdo.data.formats import CHAT_KEY
 from rdo.data.io import read_rows
 from rdo.scorers import Scorer, load_scorer, tokenize_many
 from rdo.shards import Shards
@@ -65,29 +66,41 @@ def comparisons(scores: list[float], symmetrize: bool) -> list[tuple[int, int]]:
 
 
 def row_sequences(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, dup_rows: set[int], source: str):
-    """Token ids to score for each record: a list (one per record) of [(key, ids)], or a DataError."""
-    tok = scorer.tok
+    """Token ids to score for each record: a list (one per record) of [(key, ids)], or a DataError.
+
+    Reward models see exactly `rdo align`'s ids (`Encoder`: BOS rule, response ends, truncation);
+    difference models the template of `DifferenceEncoder`, built on the same encoder.
+    """
     resp = [responses_of(r, kind) for r in recs]
-    prompt_ids = tokenize_many(tok, [r["prompt"] for r in recs])
-    flat = tokenize_many(tok, [y for ys, _ in resp for y in ys])
-    out, pos = [], 0
-    for rec, (ys, scores), x in zip(recs, resp, prompt_ids):
-        ids = flat[pos : pos + len(ys)]
-        pos += len(ys)
-        try:
-            if scorer.kind == "reward":
-                enc = scorer.encoder
-                p = [enc.bos] + x if enc.bos is not None and (not x or x[0] != enc.bos) else x
-                p, fitted = enc.fit(p, [y + [enc.eos] for y in ids], (source, rec["rdo_row"]))
+    chats = [bool(r.get(CHAT_KEY)) for r in recs]
+    out = []
+    if scorer.kind == "reward":
+        enc = scorer.encoder
+        prompt_ids = enc.tokens([r["prompt"] for r in recs])
+        flat = enc.tokens([y for ys, _ in resp for y in ys])
+        pos = 0
+        for rec, (ys, _), x, chat in zip(recs, resp, prompt_ids, chats):
+            ids = flat[pos : pos + len(ys)]
+            pos += len(ys)
+            try:
+                p, fitted = enc.fit(enc.with_bos(x), [enc.ended(y, chat) for y in ids], (source, rec["rdo_row"]))
                 out.append([(("s", k), p + y) for k, y in enumerate(fitted)])
-            else:
-                enc = scorer.diff_encoder
-                seqs = [(("f", a, b), enc.assemble(x, ids[a], ids[b])) for a, b in comparisons(scores, symmetrize)]
-                if rec["rdo_row"] in dup_rows:
-                    seqs.append((("dup",), enc.assemble(x, ids[0], ids[0])))
-                out.append(seqs)
-        except DataError as err:
-            out.append(err)
+            except DataError as err:
+                out.append(err)
+        cuts = enc.cuts
+    else:
+        enc = scorer.diff_encoder
+        xs, ys_ids = enc.query_and_responses([r["prompt"] for r in recs], [ys for ys, _ in resp], chats)
+        for rec, (_, scores), x, ids in zip(recs, resp, xs, ys_ids):
+            pairs = comparisons(scores, symmetrize)
+            where = (source, rec["rdo_row"])  # cuts are counted once per row, on its first comparison
+            seqs = [(("f", a, b), enc.assemble(x, ids[a], ids[b], where if i == 0 else None)) for i, (a, b) in enumerate(pairs)]
+            if rec["rdo_row"] in dup_rows:
+                seqs.append((("dup",), enc.assemble(x, ids[0], ids[0])))
+            out.append(seqs)
+        cuts = enc.base.cuts
+    if cuts.prompts or cuts.responses:
+        log.warning("%s: %s (so far)", source, cuts.summary())
     return out
 
 
@@ -226,7 +239,8 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
     if cfg.rank_with not in ("data", spec.kind):
         raise ValueError(f"--rank_with {cfg.rank_with} needs a {cfg.rank_with} model, but {cfg.scorer} is a {spec.kind} model")
     tok = load_tokenizer(cfg.scorer)
-    loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=tok, skip_invalid=cfg.skip_invalid)
+    loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=tok, skip_invalid=cfg.skip_invalid,
+                          dedupe_ids=cfg.dedupe_ids)
     if loaded.kind == "unpaired":
         raise ValueError(f"{cfg.dataset_name}: unpaired (KTO) rows have no pair to compare; score the paired data before unpairing it")
     if cfg.rank_with != "data" and loaded.kind != "ranked":

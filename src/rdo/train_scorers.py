@@ -28,7 +28,8 @@ from rdo.data.collate import pad_sequences
 from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
-from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, resolve_template, tokenize_many
+from rdo.data.formats import CHAT_KEY
+from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, resolve_template, use_scorer_pad
 from rdo.trainer import MetricsTrainer
 
 log = logging.getLogger("rdo.train_scorers")
@@ -73,16 +74,18 @@ def reward_features(pairs: list[dict], tokenizer, cfg: TrainRMConfig, source: st
     return out
 
 
-def difference_features(pairs: list[dict], encoder: DifferenceEncoder) -> list[dict]:
-    """Token ids of the query and both responses (assembled per batch, in a random order)."""
-    tok = encoder.tok
-    xs = tokenize_many(tok, [r["prompt"] for r in pairs])
-    cs = tokenize_many(tok, [r["chosen"] for r in pairs])
-    rs = tokenize_many(tok, [r["rejected"] for r in pairs])
-    return [
-        {"x_ids": x, "chosen_ids": c, "rejected_ids": r, "rdo_row": rec["rdo_row"], "length": len(encoder.assemble(x, c, r))}
-        for rec, x, c, r in zip(pairs, xs, cs, rs)
+def difference_features(pairs: list[dict], encoder: DifferenceEncoder, source: str = "data") -> list[dict]:
+    """Token ids of the query and both responses (assembled per batch, in a random order); cuts are logged."""
+    xs, ys = encoder.query_and_responses(
+        [r["prompt"] for r in pairs], [[r["chosen"], r["rejected"]] for r in pairs], [bool(r.get(CHAT_KEY)) for r in pairs])
+    out = [
+        {"x_ids": x, "chosen_ids": c, "rejected_ids": r, "rdo_row": rec["rdo_row"],
+         "length": len(encoder.assemble(x, c, r, where=(source, rec["rdo_row"])))}
+        for rec, x, (c, r) in zip(pairs, xs, ys)
     ]
+    if encoder.base.cuts.prompts or encoder.base.cuts.responses:
+        log.warning("%s: %s", source, encoder.base.cuts.summary())
+    return out
 
 
 class RewardCollator:
@@ -232,12 +235,12 @@ def train_diff(cfg: TrainDiffConfig) -> dict:
 
 
 def _features(cfg, kind: str, tokenizer, source: str, split: str, diff_encoder) -> tuple[list[dict], dict]:
-    loaded = load_records(source, split=split, tokenizer=tokenizer, skip_invalid=cfg.skip_invalid)
+    loaded = load_records(source, split=split, tokenizer=tokenizer, skip_invalid=cfg.skip_invalid, dedupe_ids=cfg.dedupe_ids)
     pairs = as_pairs(loaded.records, loaded.kind, source)
     if kind == "reward":
         features = reward_features(pairs, tokenizer, cfg, source, loaded.skips)
     else:
-        features = difference_features(pairs, diff_encoder)
+        features = difference_features(pairs, diff_encoder, source)
     if not features:
         raise ValueError(f"{source}: no pairs left to train on.\n{loaded.skips.summary()}")
     if loaded.skips.total:
@@ -254,6 +257,7 @@ def _train(cfg, kind: str) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model_name_or_path)
+    use_scorer_pad(tokenizer)  # the head must read each row's last real token, not the one before EOS
     template = resolve_template(cfg.template, tokenizer) if kind == "difference" else None
     diff_encoder = DifferenceEncoder(tokenizer, template, cfg.truncation) if kind == "difference" else None
     features, report = _features(cfg, kind, tokenizer, cfg.dataset_name, cfg.dataset_split, diff_encoder)

@@ -8,8 +8,8 @@ Every layout is one stack of right-padded prompt+response sequences for a single
 - unpaired: rows [0, B) are prompt+completion, rows [B, 2B) are prompt+KL completion (a fixed
             mismatched completion, for KTO's reference point).
 
-`loss_mask` is 1 exactly on the response tokens (EOS included), aligned with `input_ids`;
-log-prob code shifts it by one.
+`loss_mask` is 1 exactly on the response tokens (its end — EOS or the chat template's end of
+turn — included), aligned with `input_ids`; log-prob code shifts it by one.
 """
 
 from __future__ import annotations

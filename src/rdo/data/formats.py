@@ -7,8 +7,11 @@ Canonical records (plain dicts, so they go straight into a `datasets.Dataset`):
 - unpaired: {"prompt", "completion", "label": bool}           (KTO)
 - prompt:   {"prompt"}                                        (`rdo generate` only: rows with nothing to compare)
 
-Each also carries `rdo_row` (the 1-based source row, the key that follows the row everywhere) and
-every other column of the input untouched — the coefficient column and any id in particular.
+Each also carries `rdo_row` (the source row as `rdo.data.io` numbers it: for JSONL the editor's
+line number; the key that follows the row everywhere) and every other column of the input
+untouched — the coefficient column and any id in particular. Conversational rows also carry
+`rdo_chat: True`: their strings were rendered by the chat template, so each response already ends
+as the template ends an assistant turn (`rdo.data.tokenize` then appends no EOS).
 
 Accepted inputs: TRL standard and conversational preference rows, Anthropic HH raw transcripts
 (`chosen`/`rejected` only), Dahoas rm-static (`prompt`, `response`, `chosen`, `rejected`), ranked
@@ -21,6 +24,8 @@ import math
 from typing import Any
 
 from rdo.data.errors import SKIP_HINT, DataError
+
+CHAT_KEY = "rdo_chat"  # marks records whose responses the chat template rendered (ends of turns included)
 
 HH_ASSISTANT = "\n\nAssistant:"
 KINDS = ("pair", "ranked", "unpaired", "prompt")
@@ -70,6 +75,7 @@ class Normaliser:
                 out[f] = self._text(row, raw, f)
         elif self.fmt == "conversational":
             out.update(self._render_conversation(row, raw))
+            out[CHAT_KEY] = True  # its responses already end as the template ends a turn (rdo.data.tokenize)
         elif self.fmt == "hh":
             out.update(self._split_hh(row, raw))
         elif self.fmt == "ranked":

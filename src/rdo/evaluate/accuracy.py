@@ -105,7 +105,7 @@ def eval_accuracy(cfg: EvalAccuracyConfig) -> dict:
     """Score every comparison of `cfg.dataset_name`, print the table, and write or print the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     scorer = load_scorer(cfg.scorer, cfg.device, cfg.torch_dtype, *scoring_lengths(ScorerSpec.load(cfg.scorer), cfg))
-    loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=scorer.tok, skip_invalid=cfg.skip_invalid)
+    loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=scorer.tok, skip_invalid=cfg.skip_invalid, dedupe_ids=cfg.dedupe_ids)
     if loaded.kind == "unpaired":
         raise ValueError(f"{cfg.dataset_name}: unpaired (KTO) rows have no pair to judge")
     recs = loaded.records
