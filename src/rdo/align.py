@@ -18,6 +18,7 @@ from rdo.data.tokenize import Encoder, encode_records
 from rdo.methods import Method, get_method
 from rdo.models import add_lora, load_causal_lm, load_tokenizer, save_trained
 from rdo.reference import cache_path, default_cache_dir, load_or_compute
+from rdo.resume import check_config, check_weights, find_checkpoint, restore_reference, rows_state
 
 log = logging.getLogger("rdo.align")
 
@@ -100,19 +101,29 @@ def align(cfg: AlignConfig) -> dict:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
+    checkpoint = find_checkpoint(cfg)
+    if checkpoint:
+        check_config(checkpoint, cfg)
     method = get_method(cfg.method)
-    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
 
     features, report = prepare_features(cfg, method, tokenizer)
-    model = load_causal_lm(cfg.model_name_or_path, cfg.torch_dtype)
+    if checkpoint:
+        check_weights(checkpoint, features)
+    # The model's initial weights: the reference below is computed from (or copied off) these, before
+    # train() loads a checkpoint's weights, so a resumed run never takes a half-trained policy as reference.
+    model = load_causal_lm(cfg.model_name_or_path, cfg.torch_dtype, cfg.trust_remote_code)
 
     eval_features = None
     if cfg.eval_dataset_name:
         eval_features, report["eval_data"] = prepare_features(
             cfg, method, tokenizer, source=cfg.eval_dataset_name, split=cfg.eval_dataset_split, weighted=False)
     if method.needs_reference and cfg.precompute_ref:
-        report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name)
+        if checkpoint and restore_reference(checkpoint, features, method.ref_columns):
+            report["reference_cache"] = checkpoint
+        else:
+            report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name)
         if eval_features:
             attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name)
 
@@ -120,7 +131,8 @@ def align(cfg: AlignConfig) -> dict:
     if cfg.lora_r > 0:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     elif method.needs_reference and not cfg.precompute_ref:
-        ref_model = load_causal_lm(cfg.ref_model_name_or_path, cfg.torch_dtype) if cfg.ref_model_name_or_path else copy.deepcopy(model)
+        ref_model = (load_causal_lm(cfg.ref_model_name_or_path, cfg.torch_dtype, cfg.trust_remote_code)
+                     if cfg.ref_model_name_or_path else copy.deepcopy(model))
         ref_model.requires_grad_(False).eval()
 
     trainer = RDOTrainer(
@@ -128,7 +140,8 @@ def align(cfg: AlignConfig) -> dict:
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
         processing_class=tokenizer, method=method, ref_model=ref_model,
     )
-    result = trainer.train()
+    trainer.rows_state = rows_state(features, method.ref_columns if cfg.precompute_ref else ())
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     if eval_features:
         report["eval"] = trainer.evaluate()
     return save_outputs(cfg, trainer, tokenizer, report, result.metrics)
@@ -141,7 +154,7 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
     precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"  # the training steps' autocast
     path = cache_path(cache_dir, f"{ref_id}|{cfg.torch_dtype}|{precision}", method.ref_columns, features)
     if cfg.ref_model_name_or_path:
-        model_fn = lambda: load_causal_lm(ref_id, cfg.torch_dtype).to(cfg.device)  # noqa: E731
+        model_fn = lambda: load_causal_lm(ref_id, cfg.torch_dtype, cfg.trust_remote_code).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
     with cfg.main_process_first(desc="reference log-probs"):  # rank 0 computes and caches; the others read

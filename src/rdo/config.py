@@ -25,8 +25,28 @@ METHODS = ("dpo", "ipo", "rrhf", "kto", "simpo")
 DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "simpo": 2.0, "rrhf": 0.1}  # β's scale differs by method
 
 
+# --- reliability ---
+# (a mixin, so it must precede the training configs that use it; its fields show in their --help)
+
 @dataclass
-class AlignConfig(TrainingArguments):
+class ReliabilityArgs:
+    """Resume, checkpoint, numerical-guard and loading-safety options shared by every training command."""
+
+    overwrite_output_dir: bool = arg(False, "Start fresh even when --output_dir holds checkpoints (default: resume from the last one).")
+    max_nonfinite_steps: int = arg(5, "Skip an optimizer step whose loss or gradient norm is NaN/inf; stop after this many in a row.")
+    trust_remote_code: bool = arg(False, "Allow a model folder / hub repo to run its own Python code when loading (off: only transformers' own classes).")
+    save_strategy: str = arg("steps", "Checkpoint strategy: steps (default, every --save_steps), epoch, or no. The final model is always saved.")
+    save_steps: float = arg(500, "Write a checkpoint every N optimizer steps (a crash loses at most N steps).")
+    save_total_limit: int | None = arg(2, "Keep only the newest N checkpoints.")
+
+    def __post_init__(self):
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} must be >= 1")
+        super().__post_init__()
+
+
+@dataclass
+class AlignConfig(ReliabilityArgs, TrainingArguments):
     """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
@@ -69,7 +89,6 @@ class AlignConfig(TrainingArguments):
     remove_unused_columns: bool = arg(False, "Keep the per-row columns (weight, reference log-probs, row id) the loss needs.")
     train_sampling_strategy: str = arg("group_by_length", "Sampler: group_by_length (default, cuts padding), random or sequential.")
     logging_steps: float = arg(10, "Log every N steps.")
-    save_strategy: str = arg("no", "Checkpoint strategy (the final model is always saved).")
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -118,7 +137,7 @@ RANK_WITH = ("data", "reward", "difference")
 
 
 @dataclass
-class _ScorerTrainConfig(TrainingArguments):
+class _ScorerTrainConfig(ReliabilityArgs, TrainingArguments):
     """Fields shared by `rdo train-rm` and `rdo train-diff` (not a command itself)."""
 
     model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.")
@@ -140,7 +159,6 @@ class _ScorerTrainConfig(TrainingArguments):
     remove_unused_columns: bool = arg(False, "Keep the per-row columns (row id, margin) the loss needs.")
     train_sampling_strategy: str = arg("group_by_length", "Sampler: group_by_length (default, cuts padding), random or sequential.")
     logging_steps: float = arg(10, "Log every N steps.")
-    save_strategy: str = arg("no", "Checkpoint strategy (the final model is always saved).")
 
     def __post_init__(self):
         if self.output_dir is None:

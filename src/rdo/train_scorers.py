@@ -104,19 +104,23 @@ class DifferenceCollator:
     """Rows [0, B) (y1, y2), [B, 2B) (y2, y1), [2B, 3B) (y_i, y_i): one forward of 3B rows.
 
     Each pair is presented in a random order (label 1 when y1 is the chosen response, else 0), and
-    the duplication term uses one of its two responses at random (Sec. 3.2).
+    the duplication term uses one of its two responses at random (Sec. 3.2). The draws are a function of
+    (seed, the batch's rows), not of how many batches came before: a resumed run skips batches without
+    collating them and must still draw what the uninterrupted run drew.
     """
 
     def __init__(self, encoder: DifferenceEncoder, pad_id: int, pad_to_multiple_of: int = 1, seed: int = 0):
         self.enc, self.pad_id, self.multiple_of = encoder, pad_id, pad_to_multiple_of
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.rng = None  # a fixed source of draws (tests); None: seeded per batch
 
     def __call__(self, features: list[dict]) -> dict:
+        rng = self.rng or random.Random(f"{self.seed}:{[f['rdo_row'] for f in features]}")
         forward, reverse, dup, labels = [], [], [], []
         for f in features:
-            swap = self.rng.random() < 0.5
+            swap = rng.random() < 0.5
             y1, y2 = (f["rejected_ids"], f["chosen_ids"]) if swap else (f["chosen_ids"], f["rejected_ids"])
-            yi = y1 if self.rng.random() < 0.5 else y2
+            yi = y1 if rng.random() < 0.5 else y2
             forward.append(self.enc.assemble(f["x_ids"], y1, y2))
             reverse.append(self.enc.assemble(f["x_ids"], y2, y1))
             dup.append(self.enc.assemble(f["x_ids"], yi, yi))
@@ -239,9 +243,14 @@ def _train(cfg, kind: str) -> dict:
 
     from rdo.models import add_lora, load_tokenizer
 
+    from rdo.resume import check_config, find_checkpoint
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    checkpoint = find_checkpoint(cfg)
+    if checkpoint:
+        check_config(checkpoint, cfg)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     template = resolve_template(cfg.template, tokenizer) if kind == "difference" else None
     diff_encoder = DifferenceEncoder(tokenizer, template, cfg.truncation) if kind == "difference" else None
     features, report = _features(cfg, kind, tokenizer, cfg.dataset_name, cfg.dataset_split, diff_encoder)
@@ -249,7 +258,7 @@ def _train(cfg, kind: str) -> dict:
     if cfg.eval_dataset_name:
         eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
 
-    model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype)
+    model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype, cfg.trust_remote_code)
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
     if kind == "reward":
@@ -261,7 +270,7 @@ def _train(cfg, kind: str) -> dict:
         model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None, processing_class=tokenizer, step=step,
     )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"train": result.metrics, "data": report}
     if eval_features:
         metrics["eval"] = trainer.evaluate()
@@ -276,7 +285,6 @@ def save_scorer(cfg, trainer, tokenizer, spec: ScorerSpec, metrics: dict) -> dic
     def set_pad(model):  # the head finds each row's last token by the pad id
         model.config.pad_token_id = tokenizer.pad_token_id
 
-    if save_trained(trainer, tokenizer, cfg, metrics, prepare=set_pad):
-        spec.save(Path(cfg.output_dir))
+    if save_trained(trainer, tokenizer, cfg, metrics, prepare=set_pad, extra=spec.save):  # rdo.json published with the model
         log.info("saved the %s model to %s", spec.kind, cfg.output_dir)
     return metrics
