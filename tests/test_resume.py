@@ -172,3 +172,14 @@ def test_resume_true_overwrite_and_changed_seed_warning(tiny_model, tmp_path, ca
                      "--resume_from_checkpoint", str(out / "checkpoint-2")]) == 0
     assert "resuming with --seed 2" in caplog.text and "--seed 1" in caplog.text
     assert "--max_steps 3" in caplog.text
+
+
+@pytest.mark.parametrize("build", [align_argv("dpo"), diff_argv], ids=["dpo+rc", "difference"])
+def test_same_seed_same_losses_on_cpu(build, tiny_model, tmp_path):
+    data = write_jsonl(tmp_path / "data.jsonl", synthetic_pairs(16))
+    runs = []
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        assert main([*build(tiny_model, data, tmp_path / name), "--max_steps", "3", "--seed", seed]) == 0
+        runs.append([e["loss"] for e in steps_of(tmp_path / name)])
+    assert runs[0] == runs[1]  # bit-identical
+    assert runs[0] != runs[2]  # and the seed is what decides (data order, initial head, pair order)
