@@ -6,7 +6,8 @@ not know about is saved next to them by `rdo.trainer.SafeTrainer`:
 - `rdo_rows.json`: a digest of every row's coefficient weight, so a resumed run refuses data or
   coefficient options that would weight rows differently;
 - `rdo_reference.safetensors`: the precomputed reference values by (`rdo_row`, `rdo_example`), so a
-  resumed run reads them back instead of recomputing them (or trusting a cache that may be gone).
+  resumed run reads them back instead of recomputing them (or trusting a cache that may be gone);
+- `rdo_state.json`: a trainer's own state (the difference collator's random generator).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger("rdo.resume")
 CONFIG_FILE = "rdo_config.json"
 ROWS_FILE = "rdo_rows.json"
 REFERENCE_FILE = "rdo_reference.safetensors"
+STATE_FILE = "rdo_state.json"  # a trainer's own extra state (SafeTrainer.checkpoint_state)
 # Fields that may change between a run and its resumption without changing what is trained.
 _VOLATILE = {"resume_from_checkpoint", "overwrite_output_dir", "logging_dir", "disable_tqdm", "report_to",
              "run_name", "output_dir", "push_to_hub", "hub_token", "dataloader_num_workers"}
@@ -37,7 +39,8 @@ def find_checkpoint(cfg) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(cfg.output_dir)
-    atomic.clean_leftovers(out)
+    if cfg.should_save:  # the main process; the others wait for it in Trainer's first barrier
+        atomic.clean_leftovers(out)
     asked = cfg.resume_from_checkpoint
     if isinstance(asked, str) and asked.lower() in ("false", "no", ""):
         asked = None
@@ -137,3 +140,8 @@ def restore_reference(checkpoint: str, features: list[dict], columns: tuple[str,
             f[c] = values[i]
     log.info("reference log-probs: restored from %s (not recomputed)", path)
     return True
+
+
+def load_checkpoint_state(checkpoint: str) -> dict:
+    path = Path(checkpoint) / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -104,23 +104,33 @@ class DifferenceCollator:
     """Rows [0, B) (y1, y2), [B, 2B) (y2, y1), [2B, 3B) (y_i, y_i): one forward of 3B rows.
 
     Each pair is presented in a random order (label 1 when y1 is the chosen response, else 0), and
-    the duplication term uses one of its two responses at random (Sec. 3.2). The draws are a function of
-    (seed, the batch's rows), not of how many batches came before: a resumed run skips batches without
-    collating them and must still draw what the uninterrupted run drew.
+    the duplication term uses one of its two responses at random (Sec. 3.2).
     """
 
     def __init__(self, encoder: DifferenceEncoder, pad_id: int, pad_to_multiple_of: int = 1, seed: int = 0):
         self.enc, self.pad_id, self.multiple_of = encoder, pad_id, pad_to_multiple_of
-        self.seed = seed
-        self.rng = None  # a fixed source of draws (tests); None: seeded per batch
+        self.rng = random.Random(seed)
+        self.calls = 0
+        self._before: dict[int, tuple] = {}  # call index -> the generator's state before it (the last few)
+
+    def state_before(self, call: int):
+        """The generator's state before batch number `call` (for a checkpoint: the first batch not yet trained)."""
+        return self.rng.getstate() if call >= self.calls else self._before[call]
+
+    def restore(self, call: int, state) -> None:
+        self.rng.setstate(state)
+        self.calls, self._before = call, {}
 
     def __call__(self, features: list[dict]) -> dict:
-        rng = self.rng or random.Random(f"{self.seed}:{[f['rdo_row'] for f in features]}")
+        if hasattr(self.rng, "getstate"):  # the loader runs a batch ahead of training: keep states to checkpoint
+            self._before[self.calls] = self.rng.getstate()
+            self._before.pop(self.calls - 64, None)
+        self.calls += 1
         forward, reverse, dup, labels = [], [], [], []
         for f in features:
-            swap = rng.random() < 0.5
+            swap = self.rng.random() < 0.5
             y1, y2 = (f["rejected_ids"], f["chosen_ids"]) if swap else (f["chosen_ids"], f["rejected_ids"])
-            yi = y1 if rng.random() < 0.5 else y2
+            yi = y1 if self.rng.random() < 0.5 else y2
             forward.append(self.enc.assemble(f["x_ids"], y1, y2))
             reverse.append(self.enc.assemble(f["x_ids"], y2, y1))
             dup.append(self.enc.assemble(f["x_ids"], yi, yi))
@@ -179,6 +189,42 @@ class ScorerTrainer(MetricsTrainer):
     def __init__(self, *args, step, **kwargs):
         super().__init__(*args, **kwargs)
         self.step = step
+        self._batches_trained = 0
+
+    # --- the difference collator's random draws, checkpointed so a resumed run draws the same ---
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._batches_trained += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Evaluation gets its own difference collator: its draws never shift the training batches' ones."""
+        train_collator = self.data_collator
+        if isinstance(train_collator, DifferenceCollator):
+            self.data_collator = DifferenceCollator(train_collator.enc, train_collator.pad_id, train_collator.multiple_of, self.args.seed)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def checkpoint_state(self) -> dict:
+        if not isinstance(self.data_collator, DifferenceCollator):
+            return {}
+        n = self._batches_trained  # a resumed run's loader skips these without collating them
+        version, internal, gauss = self.data_collator.state_before(n)
+        return {"collator": {"batches": n, "rng": [version, list(internal), gauss]}}
+
+    def restore_collator(self, checkpoint: str) -> None:
+        from rdo.resume import load_checkpoint_state
+
+        saved = load_checkpoint_state(checkpoint).get("collator")
+        if saved is None:
+            if isinstance(self.data_collator, DifferenceCollator):
+                log.warning("%s holds no collator state: the resumed pair orders will differ from the uninterrupted run's", checkpoint)
+            return
+        version, internal, gauss = saved["rng"]
+        self.data_collator.restore(saved["batches"], (version, tuple(internal), gauss))
+        self._batches_trained = saved["batches"]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses, metrics = self.step(self.args, model, inputs)
@@ -270,6 +316,8 @@ def _train(cfg, kind: str) -> dict:
         model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None, processing_class=tokenizer, step=step,
     )
+    if checkpoint:
+        trainer.restore_collator(checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"train": result.metrics, "data": report}
     if eval_features:

@@ -51,7 +51,7 @@ class SafeTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        from rdo.resume import CONFIG_FILE, write_rows_state
+        from rdo.resume import CONFIG_FILE, STATE_FILE, write_rows_state
 
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -73,10 +73,16 @@ class SafeTrainer(Trainer):
             atomic.write_json(tmp / CONFIG_FILE, self.args.to_dict())
             if self.rows_state is not None:
                 write_rows_state(tmp, self.rows_state)
+            if extra := self.checkpoint_state():
+                atomic.write_json(tmp / STATE_FILE, extra)
             atomic.move_into_place(tmp, run_dir / name)
             staging.rmdir()
             self._rotate(run_dir)
         self.accelerator.wait_for_everyone()
+
+    def checkpoint_state(self) -> dict:
+        """JSON-able state a subclass needs restored on resume (saved as rdo_state.json in each checkpoint)."""
+        return {}
 
     def _rotate(self, run_dir: Path) -> None:
         from transformers.trainer_utils import rotate_checkpoints
