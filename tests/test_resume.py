@@ -93,6 +93,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow  # a fresh interpreter per case: ~40 s each on 2 busy cores
 @pytest.mark.parametrize("case", list(CASES))
 def test_sigkill_then_resume_equals_uninterrupted(case, tiny_model, tmp_path, caplog):
     rows, build = CASES[case]
