@@ -184,3 +184,16 @@ def test_same_seed_same_losses_on_cpu(build, tiny_model, tmp_path):
         runs.append([e["loss"] for e in steps_of(tmp_path / name)])
     assert runs[0] == runs[1]  # bit-identical
     assert runs[0] != runs[2]  # and the seed is what decides (data order, initial head, pair order)
+
+
+def test_resume_refuses_changed_coefficient_weights(tiny_model, tmp_path, capsys):
+    """The weights are recomputed on resume and must equal the checkpoint's: another --alpha is refused."""
+    data = write_jsonl(tmp_path / "data.jsonl", synthetic_pairs(16))
+    out = tmp_path / "out"
+    build = align_argv("dpo")
+    assert main([*build(tiny_model, data, out), "--max_steps", "2"]) == 0
+    (out / "train_metrics.json").unlink()
+    assert main([*build(tiny_model, data, out), "--max_steps", "2", "--alpha", "1.0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'checkpoint-2'}: the coefficient weights of this data (16 rows) differ" in err
+    assert main([*build(tiny_model, data, out), "--max_steps", "2"]) == 0  # the original options resume
