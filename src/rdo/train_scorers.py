@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from transformers import set_seed
