@@ -364,7 +364,9 @@ def recipe_of(scorer: str, kind: str):
     cls = TrainRMConfig if kind == "reward" else TrainDiffConfig
     init = {f.name for f in dataclasses.fields(cls) if f.init}
     values = json.loads(path.read_text())
-    return cls, {k: v for k, v in values.items() if k in init and not k.endswith("_token") and k != "logging_dir"}
+    # A fold resumes from its own folder's checkpoints, never from the path the scorer itself resumed from.
+    per_run = ("logging_dir", "resume_from_checkpoint")
+    return cls, {k: v for k, v in values.items() if k in init and not k.endswith("_token") and k not in per_run}
 
 
 def cross_fit(cfg: ScoreConfig, spec, recs, kind, dup_rows, shards: Shards, on_shard) -> tuple[dict[int, int], tuple[int, float]]:
