@@ -18,6 +18,7 @@ from rdo.data.tokenize import Encoder, encode_records
 from rdo.methods import Method, get_method
 from rdo.models import add_lora, disable_dropout, load_causal_lm, load_tokenizer, save_trained
 from rdo.reference import default_cache_dir, load_or_compute
+from rdo.resume import check_config, check_weights, find_checkpoint, restore_reference, rows_state
 
 log = logging.getLogger("rdo.align")
 
@@ -101,11 +102,18 @@ def align(cfg: AlignConfig) -> dict:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
+    checkpoint = find_checkpoint(cfg)
+    if checkpoint:
+        check_config(checkpoint, cfg)
     method = get_method(cfg.method)
-    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
 
     features, report = prepare_features(cfg, method, tokenizer)
+    if checkpoint:
+        check_weights(checkpoint, features)
+    # The model's initial weights: the reference below is computed from (or copied off) these, before
+    # train() loads a checkpoint's weights, so a resumed run never takes a half-trained policy as reference.
     model = load_model(cfg, cfg.model_name_or_path)
 
     eval_features = None
@@ -113,7 +121,10 @@ def align(cfg: AlignConfig) -> dict:
         eval_features, report["eval_data"] = prepare_features(
             cfg, method, tokenizer, source=cfg.eval_dataset_name, split=cfg.eval_dataset_split, weighted=False)
     if method.needs_reference and cfg.precompute_ref:
-        report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name)
+        if checkpoint and restore_reference(checkpoint, features, method.ref_columns):
+            report["reference_cache"] = checkpoint
+        else:
+            report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name)
         if eval_features:
             attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name)
 
@@ -133,7 +144,8 @@ def align(cfg: AlignConfig) -> dict:
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
         processing_class=tokenizer, method=method, ref_model=ref_model,
     )
-    result = trainer.train()
+    trainer.rows_state = rows_state(features, method.ref_columns if cfg.precompute_ref else ())
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     if eval_features:
         report["eval"] = trainer.evaluate()
     return save_outputs(cfg, trainer, tokenizer, report, result.metrics)
@@ -176,7 +188,7 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
 def load_model(cfg: AlignConfig, name_or_path: str):
     """Policy or reference, with its dropout off under --disable_dropout (the default), so that the policy's
     train-mode log-probs equal the reference's at step 0 and the log-ratios carry no dropout noise."""
-    model = load_causal_lm(name_or_path, cfg.torch_dtype)
+    model = load_causal_lm(name_or_path, cfg.torch_dtype, cfg.trust_remote_code)
     if cfg.disable_dropout and (n := disable_dropout(model)):
         log.info("%s: turned off %d dropout(s) (--disable_dropout)", name_or_path, n)
     return model

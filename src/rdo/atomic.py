@@ -7,11 +7,14 @@ A reader (or a resumed run) never sees a half-written file; what a killed writer
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
+
+log = logging.getLogger(__name__)
 
 TMP_TAG = ".tmp-"
 
@@ -41,22 +44,44 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = _tmp_name(path)
     try:
         yield tmp
-        if tmp.is_file():
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        if tmp.is_dir() and path.is_dir():  # replacing a folder: move the old one aside first
-            old = path.with_name(f"{path.name}{TMP_TAG}old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        move_into_place(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def fsync_tree(path: str | Path) -> None:
+    """fsync a file, or every file and folder under a folder, so a rename publishes durable bytes."""
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        return
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(root))
+
+
+def move_into_place(tmp: str | Path, path: str | Path) -> None:
+    """fsync `tmp` (a file or a finished folder) and rename it to `path`, replacing what is there.
+
+    A folder that already exists is moved aside first (a folder cannot be renamed over a non-empty one),
+    so for a moment `path` is absent, never half-written.
+    """
+    tmp, path = Path(tmp), Path(path)
+    fsync_tree(tmp)
+    if tmp.is_dir() and path.is_dir():
+        old = path.with_name(f"{path.name}{TMP_TAG}old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -75,7 +100,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def clean_leftovers(folder: str | Path) -> list[Path]:
-    """Remove what killed atomic writers left in `folder` (not recursive); returns what was removed."""
+    """Remove what killed atomic writers left in `folder` (not recursive), logging each; returns what was removed."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
@@ -84,4 +109,5 @@ def clean_leftovers(folder: str | Path) -> list[Path]:
         if TMP_TAG in p.name:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
+            log.warning("removed %s, left by an interrupted write", p)
     return removed

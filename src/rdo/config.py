@@ -38,6 +38,9 @@ class DatasetOptions:
     dedupe_ids: bool = arg(False, "Rows sharing an `id` value: keep the first and count the others, instead of stopping with an error naming both rows.")
 
 
+# --- reliability ---
+# (a mixin, so it must precede the training configs that use it; its fields show in their --help)
+
 @dataclass
 class EvalDatasetOptions:
     """Held-out data evaluated during training (the training commands)."""
@@ -83,11 +86,26 @@ class TrainerDefaults:
     remove_unused_columns: bool = arg(False, "Keep the per-row columns (weight, reference log-probs, row id, margin) the loss needs.")
     train_sampling_strategy: str = arg("random", "Sampler: random (default: fresh batches every epoch), group_by_length (less padding; see README) or sequential.")
     logging_steps: float = arg(10, "Log every N steps.")
-    save_strategy: str = arg("no", "Checkpoint strategy (the final model is always saved).")
+
+
+class ReliabilityArgs:
+    """Resume, checkpoint, numerical-guard and loading-safety options shared by every training command."""
+
+    overwrite_output_dir: bool = arg(False, "Start fresh even when --output_dir holds checkpoints (default: resume from the last one).")
+    max_nonfinite_steps: int = arg(5, "Skip an optimizer step whose loss or gradient norm is NaN/inf; stop after this many in a row.")
+    trust_remote_code: bool = arg(False, "Allow a model folder / hub repo to run its own Python code when loading (off: only transformers' own classes).")
+    save_strategy: str = arg("steps", "Checkpoint strategy: steps (default, every --save_steps), epoch, or no. The final model is always saved.")
+    save_steps: float = arg(500, "Write a checkpoint every N optimizer steps (a crash loses at most N steps).")
+    save_total_limit: int | None = arg(2, "Keep only the newest N checkpoints.")
+
+    def __post_init__(self):
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} must be >= 1")
+        super().__post_init__()
 
 
 @dataclass
-class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, TrainingArguments):
+class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
     """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
@@ -159,7 +177,7 @@ RANK_WITH = ("data", "reward", "difference")
 
 
 @dataclass
-class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, TrainingArguments):
+class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
     """Fields shared by `rdo train-rm` and `rdo train-diff` (not a command itself). Ranked rows are expanded into pairs."""
 
     model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.")

@@ -7,19 +7,55 @@ import torch
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_tokenizer(name_or_path: str):
+# Pickle files a model folder may hold that are not weights (a Trainer checkpoint's own state).
+_NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt"}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_safetensors(name_or_path: str) -> None:
+    """Refuse a local folder whose weights exist only as pickle files (loading one can run arbitrary code).
+
+    Hub ids are loaded with `use_safetensors=True`, which refuses their pickle files the same way.
+    """
+    from pathlib import Path
+
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name not in _NOT_WEIGHTS
+                     and not p.name.startswith("rng_state"))
+    if pickles and not any(folder.glob("*.safetensors")):
+        raise ValueError(
+            f"{pickles[0]}: pickle weights are refused (loading them can run arbitrary code); "
+            "convert the model to safetensors (save_pretrained writes them by default)"
+        )
+
+
+def from_pretrained_kwargs(cfg_or_trust) -> dict:
+    """The safety options every `from_pretrained` of weights gets: safetensors only, remote code only if asked."""
+    trust = cfg_or_trust if isinstance(cfg_or_trust, bool) else bool(getattr(cfg_or_trust, "trust_remote_code", False))
+    return {"use_safetensors": True, "trust_remote_code": trust}
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:  # many causal LMs ship without one; padding is masked anyway
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_causal_lm(name_or_path: str, torch_dtype: str = "auto"):
+def load_pretrained(auto_cls, name_or_path: str, torch_dtype: str = "auto", trust_remote_code: bool = False, **kw):
+    """`auto_cls.from_pretrained` with the safety options: safetensors weights only, remote code only if asked."""
+    check_safetensors(name_or_path)
+    return auto_cls.from_pretrained(name_or_path, dtype=DTYPES[torch_dtype], **from_pretrained_kwargs(trust_remote_code), **kw)
+
+
+def load_causal_lm(name_or_path: str, torch_dtype: str = "auto", trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[torch_dtype])
+    return load_pretrained(AutoModelForCausalLM, name_or_path, torch_dtype, trust_remote_code)
 
 
 def disable_dropout(model) -> int:
@@ -53,26 +89,69 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: str, tas
     return get_peft_model(model, config)
 
 
-def save_trained(trainer, tokenizer, cfg, metrics: dict, prepare=None) -> bool:
-    """Write a normal `save_pretrained` folder to `cfg.output_dir` (LoRA merged, adapter kept in adapter/),
-    plus the resolved config and metrics as JSON. `prepare(model)` runs just before saving.
+FINAL_STAGING = "rdo-final" + ".tmp-staging"  # clean_leftovers (rdo.atomic) removes it after a crash
 
-    Only the main process writes; returns whether this process did.
+
+def save_trained(trainer, tokenizer, cfg, metrics: dict, prepare=None, extra=None) -> bool:
+    """Write the final model to `cfg.output_dir` through the Trainer's own save path, then publish it.
+
+    The folder: a normal `save_pretrained` model (LoRA merged), the adapter in adapter/, rdo_config.json
+    and train_metrics.json. Every process calls this (ZeRO-3 / FSDP gather the full weights collectively);
+    the main process merges LoRA on a CPU copy built from that consolidated state dict, never on partitioned
+    parameters. Everything is written to a staging folder, fsynced, and moved into place file by file,
+    train_metrics.json last, so a reader sees whole files and a complete run has train_metrics.json.
+    `prepare(model)` runs on the model to save (e.g. to set config fields); `extra(folder)` adds files.
+    With --push_to_hub the published folder is pushed with `trainer.push_to_hub`. Returns whether this
+    process wrote.
     """
-    import json
     from pathlib import Path
 
-    if not trainer.is_world_process_zero():
-        return False
+    from rdo import atomic
+
     out = Path(cfg.output_dir)
+    staging = out / FINAL_STAGING
+    main = trainer.is_world_process_zero()
+    if main and staging.exists():
+        atomic.clean_leftovers(out)
+    trainer.accelerator.wait_for_everyone()
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(out / "adapter")
-        model = model.merge_and_unload()
-    if prepare is not None:
-        prepare(model)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "rdo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
-    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    return True
+    if hasattr(model, "merge_and_unload"):  # LoRA
+        trainer.save_model(str(staging / "adapter"), _internal_call=True)  # Trainer's PEFT path (ZeRO-3 aware)
+        state = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model)
+        if main:
+            merged = merge_lora_on_cpu(model, state)
+            if prepare is not None:
+                prepare(merged)
+            merged.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+    else:
+        if prepare is not None:
+            prepare(model)
+        trainer.save_model(str(staging), _internal_call=True)  # consolidated on ZeRO-3 / FSDP
+    if main:
+        for pickled in staging.rglob("training_args.bin"):  # a pickle; rdo_config.json holds the config
+            pickled.unlink()
+        if extra is not None:
+            extra(staging)
+        atomic.write_json(staging / "rdo_config.json", cfg.to_dict())
+        atomic.write_json(staging / "train_metrics.json", metrics)
+        last = ["config.json", "train_metrics.json"]  # loadable only once the weights are there; complete last
+        for entry in sorted(staging.iterdir(), key=lambda p: (p.name in last, last.index(p.name) if p.name in last else 0)):
+            atomic.move_into_place(entry, out / entry.name)
+        staging.rmdir()
+    trainer.accelerator.wait_for_everyone()
+    if cfg.push_to_hub:  # cannot be tested offline: this is the call path
+        trainer.final_model_saved = True  # push_to_hub's own save_model must not overwrite the merged model
+        trainer.push_to_hub(commit_message="rdo: final model")
+    return main
+
+
+def merge_lora_on_cpu(peft_model, state: dict):
+    """A merged copy of `peft_model` built on the CPU from its full (consolidated) state dict."""
+    from peft import get_peft_model
+
+    base = peft_model.get_base_model()
+    fresh = type(base)._from_config(base.config, dtype=base.dtype)
+    fresh = get_peft_model(fresh, peft_model.peft_config[peft_model.active_adapter])
+    fresh.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, strict=True)
+    return fresh.merge_and_unload()

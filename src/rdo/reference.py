@@ -15,6 +15,7 @@ cache was used, or why it was recomputed (no cache yet, or which part of the key
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -71,6 +72,13 @@ def compute_reference(model, features: list[dict], collator, ref_step, batch_siz
         for col, values in values_by_col.items():
             column = out.setdefault(col, [0.0] * len(features))
             for i, v in zip(idx, values.float().cpu().tolist()):
+                if not math.isfinite(v):  # caught here, not as a NaN loss steps later
+                    f = features[i]
+                    raise ValueError(
+                        f"reference {col} is {v} for data row {f.get('rdo_row')} (example {f.get('rdo_example', 0)}): "
+                        "the reference model gives a non-finite log-prob there; check that row's text, or use "
+                        "--torch_dtype float32 if the reference runs in float16"
+                    )
                 column[i] = v
         bar.update(len(idx))
         bar.set_postfix(rows_per_s=f"{(s + len(idx)) / (time.perf_counter() - start):.1f}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from transformers import set_seed
@@ -113,8 +112,22 @@ class DifferenceCollator:
     def __init__(self, encoder: DifferenceEncoder, pad_id: int, pad_to_multiple_of: int = 1, seed: int = 0):
         self.enc, self.pad_id, self.multiple_of = encoder, pad_id, pad_to_multiple_of
         self.rng = random.Random(seed)
+        self.calls = 0
+        self._before: dict[int, tuple] = {}  # call index -> the generator's state before it (the last few)
+
+    def state_before(self, call: int):
+        """The generator's state before batch number `call` (for a checkpoint: the first batch not yet trained)."""
+        return self.rng.getstate() if call >= self.calls else self._before[call]
+
+    def restore(self, call: int, state) -> None:
+        self.rng.setstate(state)
+        self.calls, self._before = call, {}
 
     def __call__(self, features: list[dict]) -> dict:
+        if hasattr(self.rng, "getstate"):  # the loader runs a batch ahead of training: keep states to checkpoint
+            self._before[self.calls] = self.rng.getstate()
+            self._before.pop(self.calls - 64, None)
+        self.calls += 1
         forward, reverse, dup, labels = [], [], [], []
         for f in features:
             swap = self.rng.random() < 0.5
@@ -184,6 +197,42 @@ class ScorerTrainer(MetricsTrainer):
         super().__init__(*args, **kwargs)
         self.step = step
         self.head_modules = head_modules(self.model)
+        self._batches_trained = 0
+
+    # --- the difference collator's random draws, checkpointed so a resumed run draws the same ---
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._batches_trained += 1
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Evaluation gets its own difference collator: its draws never shift the training batches' ones."""
+        train_collator = self.data_collator
+        if isinstance(train_collator, DifferenceCollator):
+            self.data_collator = DifferenceCollator(train_collator.enc, train_collator.pad_id, train_collator.multiple_of, self.args.seed)
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def checkpoint_state(self) -> dict:
+        if not isinstance(self.data_collator, DifferenceCollator):
+            return {}
+        n = self._batches_trained  # a resumed run's loader skips these without collating them
+        version, internal, gauss = self.data_collator.state_before(n)
+        return {"collator": {"batches": n, "rng": [version, list(internal), gauss]}}
+
+    def restore_collator(self, checkpoint: str) -> None:
+        from rdo.resume import load_checkpoint_state
+
+        saved = load_checkpoint_state(checkpoint).get("collator")
+        if saved is None:
+            if isinstance(self.data_collator, DifferenceCollator):
+                log.warning("%s holds no collator state: the resumed pair orders will differ from the uninterrupted run's", checkpoint)
+            return
+        version, internal, gauss = saved["rng"]
+        self.data_collator.restore(saved["batches"], (version, tuple(internal), gauss))
+        self._batches_trained = saved["batches"]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses, metrics = self.step(self.args, model, inputs)
@@ -254,9 +303,14 @@ def _train(cfg, kind: str) -> dict:
 
     from rdo.models import add_lora, disable_dropout, load_tokenizer
 
+    from rdo.resume import check_config, find_checkpoint
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    checkpoint = find_checkpoint(cfg)
+    if checkpoint:
+        check_config(checkpoint, cfg)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     use_scorer_pad(tokenizer)  # the head must read each row's last real token, not the one before EOS
     template = resolve_template(cfg.template, tokenizer) if kind == "difference" else None
     diff_encoder = DifferenceEncoder(tokenizer, template, cfg.truncation) if kind == "difference" else None
@@ -265,7 +319,7 @@ def _train(cfg, kind: str) -> dict:
     if cfg.eval_dataset_name:
         eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
 
-    model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype)
+    model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype, cfg.trust_remote_code)
     if cfg.disable_dropout and (n := disable_dropout(model)):  # before LoRA: --lora_dropout is kept
         log.info("%s: turned off %d dropout(s) (--disable_dropout)", cfg.model_name_or_path, n)
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
@@ -279,7 +333,9 @@ def _train(cfg, kind: str) -> dict:
         model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None, processing_class=tokenizer, step=step,
     )
-    result = trainer.train()
+    if checkpoint:
+        trainer.restore_collator(checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"train": result.metrics, "data": report}
     if eval_features:
         metrics["eval"] = trainer.evaluate()
@@ -294,7 +350,6 @@ def save_scorer(cfg, trainer, tokenizer, spec: ScorerSpec, metrics: dict) -> dic
     def set_pad(model):  # the head finds each row's last token by the pad id
         model.config.pad_token_id = tokenizer.pad_token_id
 
-    if save_trained(trainer, tokenizer, cfg, metrics, prepare=set_pad):
-        spec.save(Path(cfg.output_dir))
+    if save_trained(trainer, tokenizer, cfg, metrics, prepare=set_pad, extra=spec.save):  # rdo.json published with the model
         log.info("saved the %s model to %s", spec.kind, cfg.output_dir)
     return metrics

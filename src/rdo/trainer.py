@@ -2,15 +2,141 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from transformers import Trainer
 
+from rdo import atomic
 from rdo.methods import Method, StepOutput
 
+log = logging.getLogger("rdo.trainer")
 
-class MetricsTrainer(Trainer):
+STAGING = "rdo-checkpoint" + atomic.TMP_TAG + "staging"  # the same name on every rank; clean_leftovers removes it
+
+
+class NonFiniteError(ValueError):
+    """Too many non-finite steps in a row: training stopped (a ValueError, so the CLI prints one line)."""
+
+
+class SafeTrainer(Trainer):
+    """Checkpoints that appear only when complete, and optimizer steps skipped on a non-finite loss or gradient.
+
+    - Trainer writes `checkpoint-N` file by file; here every rank writes into a staging folder, which the
+      main process fsyncs and renames to `checkpoint-N` once all is there, so a checkpoint folder is
+      always whole. `rows_state` (set by the command) is saved in it too (see rdo.resume).
+    - A step whose loss (on any rank) or gradient norm is NaN/inf has its gradients dropped, so the
+      optimizer leaves the weights and its moments untouched; the count is logged as `nonfinite_steps`.
+      `args.max_nonfinite_steps` in a row raise NonFiniteError, naming the newest checkpoint.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows_state: dict | None = None
+        self.final_model_saved = False  # set by rdo.models.save_trained once the final folder is published
+        self._step_nonfinite = False
+        self._nonfinite_total = 0
+        self._nonfinite_run: list[int] = []
+
+    # --- atomic checkpoints -------------------------------------------------------------------
+
+    def _get_output_dir(self, trial):
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING) if getattr(self, "_staging", False) else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from rdo.resume import CONFIG_FILE, STATE_FILE, write_rows_state
+
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / STAGING
+        if self.args.should_save and staging.exists():
+            atomic.clean_leftovers(run_dir)
+        self.accelerator.wait_for_everyone()
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)  # writes staging/checkpoint-N; rotation there sees only it
+        finally:
+            self._staging = False
+        self.accelerator.wait_for_everyone()  # every rank's files (RNG states, shards) are in
+        if self.args.should_save:
+            tmp = staging / name
+            if self.state.best_model_checkpoint and STAGING in self.state.best_model_checkpoint:
+                self.state.best_model_checkpoint = str(run_dir / Path(self.state.best_model_checkpoint).name)
+                self.state.save_to_json(str(tmp / "trainer_state.json"))
+            atomic.write_json(tmp / CONFIG_FILE, self.args.to_dict())
+            if self.rows_state is not None:
+                write_rows_state(tmp, self.rows_state)
+            if extra := self.checkpoint_state():
+                atomic.write_json(tmp / STATE_FILE, extra)
+            atomic.move_into_place(tmp, run_dir / name)
+            staging.rmdir()
+            self._rotate(run_dir)
+        self.accelerator.wait_for_everyone()
+
+    def checkpoint_state(self) -> dict:
+        """JSON-able state a subclass needs restored on resume (saved as rdo_state.json in each checkpoint)."""
+        return {}
+
+    def _rotate(self, run_dir: Path) -> None:
+        from transformers.trainer_utils import rotate_checkpoints
+
+        rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if output_dir is None and self.final_model_saved:  # push_to_hub after save_trained: keep its folder as is
+            return
+        super().save_model(output_dir, _internal_call)
+
+    # --- non-finite guards --------------------------------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss.detach()).all():
+            self._step_nonfinite = True
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """Called once per optimizer step, just before `optimizer.step()`: the place to veto it."""
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        norm = float(grad_norm) if grad_norm is not None else 0.0
+        flag = torch.tensor(float(self._step_nonfinite or not math.isfinite(norm)), device=self.args.device)
+        self._step_nonfinite = False
+        if self.accelerator.reduce(flag, reduction="sum").item() == 0:  # the same verdict on every rank
+            self._nonfinite_run = []
+            return grad_norm
+        step = self.state.global_step + 1
+        self._nonfinite_total += 1
+        self._nonfinite_run.append(step)
+        self.optimizer.zero_grad(set_to_none=True)  # no gradient: the optimizer skips every parameter
+        log.warning("step %d: non-finite loss or gradient norm (%s); optimizer step skipped (%d in a row, %d in all)",
+                    step, norm, len(self._nonfinite_run), self._nonfinite_total)
+        if len(self._nonfinite_run) >= self.args.max_nonfinite_steps:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            raise NonFiniteError(
+                f"{len(self._nonfinite_run)} optimizer steps in a row ({self._nonfinite_run[0]}-{step}) had a non-finite "
+                f"loss or gradient norm (--max_nonfinite_steps {self.args.max_nonfinite_steps}); training stopped. "
+                + (f"The last good checkpoint is {last}." if last else "No checkpoint was written yet.")
+                + " Lower --learning_rate, check the data's coefficients, or try --bf16 instead of --fp16"
+            )
+        return grad_norm
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._nonfinite_total and not any(k.startswith("eval_") for k in logs):
+            logs["nonfinite_steps"] = self._nonfinite_total
+        super().log(logs, start_time)
+
+
+class MetricsTrainer(SafeTrainer):
     """A Trainer whose loss returns a per-batch mean and whose metrics are exact per-element means.
 
     Metrics are accumulated as (sum, count) over all processes — one gather per step — and logged as
