@@ -88,6 +88,7 @@ class TrainerDefaults:
     logging_steps: float = arg(10, "Log every N steps.")
 
 
+@dataclass
 class ReliabilityArgs:
     """Resume, checkpoint, numerical-guard and loading-safety options shared by every training command."""
 
