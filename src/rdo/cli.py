@@ -13,7 +13,13 @@ COMMANDS = {
     "train-diff": ("rdo.train_scorers", "TrainDiffConfig", "train_diff", "Train a reward difference model R(x, y1, y2) (paper Eqs. 4-6)."),
     "score": ("rdo.scoring", "ScoreConfig", "score", "Add reward differences (coefficients) to a preference dataset; resumable, cross-fitting."),
     "eval accuracy": ("rdo.evaluate.accuracy", "EvalAccuracyConfig", "eval_accuracy", "Pairwise accuracy of a scorer, with bootstrap CI and confidence bins."),
+    "prepare": ("rdo.pipeline_prepare", "PrepareConfig", "prepare", "Copy (and convert) a dataset into the JSONL the other commands read."),
+    "run": ("rdo.pipeline", "RunConfig", "run", "Run a pipeline YAML (scorers, score, align sweep, generate, evaluate, report); reruns redo only what changed."),
+    "report": ("rdo.report", "ReportConfig", "report", "HTML + Markdown report with plots over a run folder."),
 }
+
+# A command's first bare argument fills this field (`rdo run PIPELINE.yaml`, `rdo report RUN_DIR`).
+POSITIONAL = {"run": "pipeline", "report": "run_dir"}
 
 
 def _load(command: str):
@@ -73,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         _usage(argv[0] + " " if family else "")
         return 0 if family and rest[:1] in (["-h"], ["--help"]) else 2
     config_cls, fn = _load(command)
+    if command in POSITIONAL and rest and not rest[0].startswith("-"):
+        rest = [f"--{POSITIONAL[command]}", rest[0], *rest[1:]]
     try:
         cfg = parse_config(config_cls, rest, prog=f"rdo {command}")
         fn(cfg)
