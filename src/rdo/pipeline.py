@@ -165,8 +165,8 @@ def run(cfg: RunConfig) -> dict:
             record[stage.name] |= {"status": "skipped", "key": key}
             save()
             continue
-        if folder.exists() and (done.get("key") != key or stage.name in forced):
-            shutil.rmtree(folder)  # what it holds was made from other inputs: start clean (same key = resume)
+        if folder.exists() and (done.get("key") != key or (stage.name in forced and done.get("status") == "done")):
+            shutil.rmtree(folder)  # made from other inputs, or asked to be redone: start clean (interrupted, same key: resume)
         elif done.get("status") in ("running", "failed"):
             log.info("[%d/%d] %s: resuming an interrupted run", i, len(stages), stage.name)
         folder.mkdir(parents=True, exist_ok=True)
