@@ -118,6 +118,6 @@ def dry_run(cfg: RunConfig, run_dir: Path, stages: list[Stage]) -> dict:
     for n in notes:
         print(f"  note: {n}")
     if problems:
-        first = next(iter(problems.values()))
+        first = next(problems[st.name] for st in stages if st.name in problems)  # the earliest stage's
         raise ValueError(f"{cfg.pipeline}: {len(problems)} stage(s) would fail; first: {first}")
     return {st.name: "ok" for st in stages}
