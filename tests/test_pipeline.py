@@ -26,7 +26,6 @@ def spec(tmp: Path, model: Path, **changes) -> dict:
                     "difference": {"command": "train-diff", "data": "train", "args": {"beta0": 0.01, "beta1": 0.01}}},
         "eval_accuracy": {"data": "test", "scorers": ["reward"], "args": {"bootstrap": 20}},
         "align": {"data": "train", "methods": ["dpo"], "alphas": [0, 0.5], "scorers": ["reward", "difference"], "args": {"learning_rate": 1e-3}},
-        "report": False,
     }
     s.update(changes)
     return s
@@ -71,7 +70,7 @@ def test_finished_pipeline_layout(finished):
     record = json.loads((run / "stages.json").read_text())["stages"]
     names = [s["name"] for s in record]
     assert names == ["prepare_train", "prepare_test", "train_reward", "train_difference", "score_reward", "score_difference",
-                     "eval_accuracy_reward", "align_dpo_a0", "align_dpo_a0.5_reward", "align_dpo_a0.5_difference"]
+                     "eval_accuracy_reward", "align_dpo_a0", "align_dpo_a0.5_reward", "align_dpo_a0.5_difference", "report"]
     assert all(s["seconds"] > 0 for s in record)
     st = json.loads((run / "align_dpo_a0.5_difference" / "stage.json").read_text())
     assert st["status"] == "done" and st["command"] == "align" and len(st["key"]) == 64
@@ -79,6 +78,11 @@ def test_finished_pipeline_layout(finished):
     # the resolved config: α and the difference model's scored data, one shared reference cache
     assert cfg["alpha"] == 0.5 and cfg["dataset_name"] == str(run / "score_difference" / "scored.jsonl")
     assert cfg["ref_cache_dir"] == str(run / "ref_cache") and len(list((run / "ref_cache").glob("*.pt"))) == 1
+    # the report stage read the run it ends: 5 training runs, 2 scored sets, 1 accuracy, the stage times
+    pngs = sorted(p.name for p in (run / "report").glob("*.png"))
+    assert pngs == ["accuracy_by_confidence.png", "coefficients.png", "stage_times.png", "training_curves.png"]
+    html = (run / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "align_dpo_a0.5_difference" in html and "No judge.json" in html
     from rdo.cli import main  # the stage's config.yaml is what `rdo <command> --config` takes by hand
     assert main(["eval", "accuracy", "--config", str(run / "eval_accuracy_reward" / "config.yaml"), "--output", str(tmp / "acc.json")]) == 0
     assert json.loads((tmp / "acc.json").read_text())["accuracy"] == json.loads((run / "eval_accuracy_reward" / "accuracy.json").read_text())["accuracy"]
@@ -102,7 +106,7 @@ def test_changing_alpha_reruns_only_align_and_uses_the_reference_cache(finished,
     path = write_spec(tmp_path / "p.yaml", s)
     with caplog.at_level(logging.INFO):
         status = run_pipeline(path, run_dir=run)
-    assert [n for n, v in status.items() if v == "done"] == ["align_dpo_a1_reward", "align_dpo_a1_difference"]
+    assert [n for n, v in status.items() if v == "done"] == ["align_dpo_a1_reward", "align_dpo_a1_difference", "report"]
     assert status["align_dpo_a0"] == status["score_difference"] == status["train_reward"] == "skipped"
     logs = [r.getMessage() for r in caplog.records if r.name == "rdo.reference"]
     assert len(logs) == 2 and all("using cache" in m and str(run / "ref_cache") in m for m in logs)  # never recomputed
@@ -112,11 +116,16 @@ def test_changing_the_data_reruns_everything_downstream(finished, tmp_path, tiny
     run = copy_run(finished, tmp_path)
     tmp = finished[0]
     rows = synthetic_pairs(16, with_coef=False)
-    rows[3]["chosen"] += "!"  # one character of one row
-    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "train.jsonl", rows)  # the same rows under another name
     s = spec(tmp, tiny_model)
     s["data"]["train"]["dataset_name"] = str(tmp_path / "train.jsonl")
-    status = run_pipeline(write_spec(tmp_path / "p.yaml", s), run_dir=run)
+    path = write_spec(tmp_path / "p.yaml", s)
+    status = run_pipeline(path, run_dir=run)
+    assert status.pop("prepare_train") == "done" and status.pop("report") == "done"  # the report shows the new stage time
+    assert set(status.values()) == {"skipped"}  # the same bytes were prepared: keyed by content, not by path
+    rows[3]["chosen"] += "!"  # one character of one row, in place
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    status = run_pipeline(path, run_dir=run)
     assert status.pop("prepare_test") == "skipped"
     assert status.pop("eval_accuracy_reward") == "done"  # its scorer was retrained on the new data
     assert set(status.values()) == {"done"}
@@ -131,6 +140,7 @@ def test_only_and_from(finished, tmp_path):
     status = run_pipeline(finished[1], "--from_stage", "align_dpo_a0", run_dir=run)
     assert status["align_dpo_a0"] == "done"
     assert status["align_dpo_a0.5_reward"] == status["align_dpo_a0.5_difference"] == "skipped"  # unchanged inputs
+    assert status["report"] == "done"  # a stage it reads was redone
     shutil.rmtree(run / "score_reward")
     with pytest.raises(ValueError, match=r"score_reward/scored.jsonl is missing; run the stages before it"):
         run_pipeline(finished[1], "--only", "align_dpo_a0.5_reward", run_dir=run)
@@ -169,6 +179,22 @@ def test_killed_stage_resumes(finished, tmp_path, tiny_model, monkeypatch, caplo
     assert [r["id"] for r in rows] == [f"p{i}" for i in range(16)] and all("rdo_reward_diff" in r for r in rows)
 
 
+def test_training_stage_under_a_launcher(tmp_path, tiny_model):
+    """`launch:` runs training stages as `<launch> -m rdo.cli <command> --config <stage>/config.yaml` (accelerate, torchrun)."""
+    import sys
+
+    write_jsonl(tmp_path / "train.jsonl", synthetic_pairs(8, with_coef=False))
+    s = {"run_dir": str(tmp_path / "run"), "model": str(tiny_model), "launch": sys.executable, "training": TRAINING,
+         "data": {"train": str(tmp_path / "train.jsonl")}, "scorers": {"rm": {"command": "train-rm"}}, "report": False}
+    status = run_pipeline(write_spec(tmp_path / "p.yaml", s))
+    assert status == {"prepare_train": "done", "train_rm": "done"}
+    metrics = json.loads((tmp_path / "run" / "train_rm" / "model" / "train_metrics.json").read_text())
+    assert len([e for e in metrics["log_history"] if "loss" in e]) == 2  # max_steps from the training block
+    s["launch"] = "false"  # a failing launched stage is reported, not hidden (the launcher's own failure, without a second start-up)
+    with pytest.raises(ValueError, match=r"stage train_rm: `false -m rdo.cli train-rm --config .*config.yaml` exited with status 1"):
+        run_pipeline(write_spec(tmp_path / "p.yaml", s))
+
+
 def dry(path: Path, capsys, *extra: str) -> tuple[int, str, str]:
     from rdo.cli import main
 
@@ -180,7 +206,7 @@ def dry(path: Path, capsys, *extra: str) -> tuple[int, str, str]:
 def test_dry_run_ok_and_catches_a_bad_config(finished, tmp_path, tiny_model, capsys):
     s = spec(finished[0], tiny_model, run_dir=str(tmp_path / "run"))
     rc, out, err = dry(write_spec(tmp_path / "ok.yaml", s), capsys)
-    assert rc == 0 and out.count(" ok\n") == 10, out
+    assert rc == 0 and out.count(" ok\n") == 11, out
     assert not (tmp_path / "run").exists()  # nothing was trained or written
     s["align"]["args"]["beta"] = -1
     rc, out, err = dry(write_spec(tmp_path / "bad.yaml", s), capsys)

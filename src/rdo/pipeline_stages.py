@@ -179,8 +179,10 @@ class Builder:
     def _score(self) -> dict[str, str]:
         """Scored copies of the align data, one per scorer the align sweep uses."""
         align, score = self.section("align") or {}, self.section("score") or {}
+        if not (align or score):
+            return {}
         data_name = score.get("data", align.get("data", "train"))
-        data = self.data(data_name, "score") if (align or score) else None
+        data = self.data(data_name, "score")
         scored = {}
         used = [s for s in align.get("scorers", []) if s != "data"] if align else list(self.scorers)
         for name in used:
