@@ -308,9 +308,9 @@ class RunConfig:
 
     pipeline: str | None = arg(None, "Pipeline YAML file (also accepted as the first argument); see README 'rdo run'.")
     run_dir: str | None = arg(None, "Override the pipeline's run_dir (where every stage's folder goes).")
-    dry_run: bool = arg(False, "Validate every stage's config, the stage graph and the data formats (first rows) without training.", aliases=["--dry-run"])
-    only: str | None = arg(None, "Run only this stage (its inputs must already be there).")
-    from_stage: str | None = arg(None, "Run this stage and every stage after it; those before are reused as they are.", aliases=["--from"])
+    dry_run: bool = arg(False, "Validate every stage's config, the stage graph and the data formats (first rows) without training.")
+    only: str | None = arg(None, "Run only this stage: redone (resumed if it was interrupted); its inputs must already be there.")
+    from_stage: str | None = arg(None, "Redo this stage, then run those after it (skipping the unchanged); those before are reused as they are.", aliases=["--from"])
     dataset_override: list[str] = arg([], "SOURCE=FILE pairs: read FILE wherever the pipeline names the dataset SOURCE (a local copy of a hub dataset, or a fixture).")
     check_rows: int = arg(8, "--dry-run: how many first rows of each dataset to validate.")
     force: bool = arg(False, "Redo the selected stages even when their inputs and config are unchanged.")

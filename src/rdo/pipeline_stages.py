@@ -134,9 +134,10 @@ class Builder:
         report = self.section("report", True)
         if report is not False:
             args = report if isinstance(report, dict) else {}
+            if "output_dir" in args or "run_dir" in args:
+                raise ValueError(f"{self.source}: report: run_dir and output_dir are set by the pipeline (report/ in the run folder)")
             self.add("report", "report", {"run_dir": str(self.run), "output_dir": str(self.run / "report")},
-                     [str(self.run / s.name / "stage.json") for s in self.stages], [str(self.run / "report" / "report.html")],
-                     {k: v for k, v in args.items() if k != "output_dir"})
+                     [str(self.run / s.name / "stage.json") for s in self.stages], [str(self.run / "report" / "report.html")], args)
         return self.stages
 
     def _prepare(self):
@@ -149,9 +150,10 @@ class Builder:
                 d = {"dataset_name": d}
             if not isinstance(d, dict) or "dataset_name" not in d:
                 raise ValueError(f"{self.source}: data {name!r} needs dataset_name (a file, a save_to_disk folder or a hub id)")
+            if "output" in d:
+                raise ValueError(f"{self.source}: data {name!r}: output is set by the pipeline (prepare_{name}/data.jsonl in the run folder)")
             out = str(self.run / f"prepare_{name}" / "data.jsonl")
-            self.add(f"prepare_{name}", "prepare", {"output": out}, [str(d["dataset_name"])], [out],
-                     {k: v for k, v in d.items() if k != "output"}, data=name)
+            self.add(f"prepare_{name}", "prepare", {"output": out}, [str(d["dataset_name"])], [out], d, data=name)
             self.prepared[name] = out
 
     def _scorers(self):
