@@ -303,3 +303,14 @@ def test_tldr_adapter():
         assert out["prompt"].startswith(f"SUBREDDIT: r/{raw['info']['subreddit']}\nTITLE: ") and out["prompt"].endswith("\nTL;DR:")
     with pytest.raises(ValueError, match=r"f, row 3, field 'choice': expected 0 or 1, got 2"):
         tldr_row("f", 3, {**rows[0], "choice": 2})
+
+
+def test_outputs_the_pipeline_owns_are_refused(finished, tmp_path, tiny_model, capsys):
+    s = spec(finished[0], tiny_model, run_dir=str(tmp_path / "run"))
+    s["data"]["train"]["output"] = "/etc/prepared.jsonl"
+    rc, out, err = dry(write_spec(tmp_path / "o.yaml", s), capsys)
+    assert rc == 2 and "data 'train': output is set by the pipeline" in err
+    s = spec(finished[0], tiny_model, run_dir=str(tmp_path / "run"))
+    s["align"]["args"]["ref_cache_dir"] = "cache"
+    rc, out, err = dry(write_spec(tmp_path / "o.yaml", s), capsys)
+    assert rc == 2 and "ref_cache_dir is set by the pipeline (one cache for the sweep" in err
