@@ -254,7 +254,7 @@ class Builder:
         outs = {}
         for label, model in models:
             name = f"generate_{label}"
-            out = str(self.run / name / "generations.jsonl")
+            out = str(self.run / name / f"{label}.jsonl")  # eval reward / judge name each file by its stem
             values = _pick(self.inference, "generate") | {"model_name_or_path": model, "dataset_name": data, "output": out}
             self.add(name, "generate", values, [model, data], [out], gen.get("args"), data=data_name)
             outs[label] = out
