@@ -18,7 +18,13 @@ COMMANDS = {
     "eval human tally": ("rdo.evaluate.human", "HumanTallyConfig", "human_tally", "Tally annotators' sheets with the key: win/tie/loss per annotator and by majority, Fleiss' kappa."),
     "generate": ("rdo.generate", "GenerateConfig", "generate_command", "Responses of a model to a data file's prompts (greedy/beam/sampling); resumable, multi-process."),
     "eval reward": ("rdo.evaluate.reward", "EvalRewardConfig", "eval_reward", "Mean reward of generations files under reward models or functions, paired comparisons."),
+    "prepare": ("rdo.pipeline_prepare", "PrepareConfig", "prepare", "Copy (and convert) a dataset into the JSONL the other commands read."),
+    "run": ("rdo.pipeline", "RunConfig", "run", "Run a pipeline YAML (scorers, score, align sweep, generate, evaluate, report); reruns redo only what changed."),
+    "report": ("rdo.report", "ReportConfig", "report", "HTML + Markdown report with plots over a run folder."),
 }
+
+# A command's first bare argument fills this field (`rdo run PIPELINE.yaml`, `rdo report RUN_DIR`).
+POSITIONAL = {"run": "pipeline", "report": "run_dir"}
 
 
 def _load(command: str):
@@ -129,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         asked = argv[len(lead):len(lead) + 1] in (["-h"], ["--help"])
         return 0 if lead and asked else 2
     config_cls, fn = _load(command)
+    if command in POSITIONAL and rest and not rest[0].startswith("-"):
+        rest = [f"--{POSITIONAL[command]}", rest[0], *rest[1:]]
     try:
         cfg = parse_config(config_cls, rest, prog=f"rdo {command}")
         fn(cfg)

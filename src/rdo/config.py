@@ -496,3 +496,73 @@ class EvalRewardConfig:
         names = [Path(g).stem for g in self.generations]
         if len(set(names)) != len(names):
             raise ValueError(f"--generations {self.generations}: two files share a name; the table and reward.json tell files apart by name")
+
+
+# --- pipeline and report ------------------------------------------------------------------------
+
+ADAPTERS = ("none", "tldr")  # see rdo.pipeline_prepare
+
+
+@dataclass
+class PrepareConfig:
+    """`rdo prepare`: copy a dataset (a file, a save_to_disk folder or a hub id) into one JSONL the other commands read, optionally converting its format."""
+
+    dataset_name: str | None = arg(None, "Data to prepare: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id.")
+    output: str | None = arg(None, "Output .jsonl: the rows as read (or as the adapter converts them), in input order.")
+    dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
+    dataset_config: str | None = arg(None, "Hub dataset configuration name (e.g. comparisons for openai/summarize_from_feedback).")
+    adapter: str = arg("none", "Format conversion: none (rows as they are) or tldr (summarize_from_feedback comparisons -> prompt/chosen/rejected).", choices=list(ADAPTERS))
+    max_rows: int | None = arg(None, "Keep only the first N rows (a quick trial run); default: all.")
+
+    def __post_init__(self):
+        for name in ("dataset_name", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"set --{name}")
+        if not self.output.endswith(".jsonl"):
+            raise ValueError(f"--output {self.output!r}: prepare writes .jsonl")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"--adapter {self.adapter!r}: choose one of {ADAPTERS}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"--max_rows {self.max_rows} must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    """`rdo run PIPELINE.yaml`: every stage of an experiment (prepare, scorers, score, align sweep, generate, evaluate, report) over one run folder; a rerun redoes only what changed."""
+
+    pipeline: str | None = arg(None, "Pipeline YAML file (also accepted as the first argument); see README 'rdo run'.")
+    run_dir: str | None = arg(None, "Override the pipeline's run_dir (where every stage's folder goes).")
+    dry_run: bool = arg(False, "Validate every stage's config, the stage graph and the data formats (first rows) without training.")
+    only: str | None = arg(None, "Run only this stage: redone (resumed if it was interrupted); its inputs must already be there.")
+    from_stage: str | None = arg(None, "Redo this stage, then run those after it (skipping the unchanged); those before are reused as they are.", aliases=["--from"])
+    dataset_override: list[str] = arg([], "SOURCE=FILE pairs: read FILE wherever the pipeline names the dataset SOURCE (a local copy of a hub dataset, or a fixture).")
+    check_rows: int = arg(8, "--dry-run: how many first rows of each dataset to validate.")
+    force: bool = arg(False, "Redo the selected stages even when their inputs and config are unchanged.")
+
+    def __post_init__(self):
+        if not self.pipeline:
+            raise ValueError("name the pipeline file: rdo run PIPELINE.yaml")
+        if self.only and self.from_stage:
+            raise ValueError("give --only or --from, not both")
+        for item in self.dataset_override:
+            if "=" not in item:
+                raise ValueError(f"--dataset_override {item!r}: expected SOURCE=FILE")
+        if self.check_rows < 1:
+            raise ValueError("--check_rows must be >= 1")
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.dataset_override)
+
+
+@dataclass
+class ReportConfig:
+    """`rdo report RUN_DIR`: one self-contained HTML page (plots embedded) and a Markdown twin over a run folder."""
+
+    run_dir: str | None = arg(None, "Run folder written by `rdo run` (also accepted as the first argument).")
+    output_dir: str | None = arg(None, "Where report.html, report.md and the PNGs go (default: RUN_DIR/report).")
+    title: str | None = arg(None, "Page title (default: the run folder's name).")
+
+    def __post_init__(self):
+        if not self.run_dir:
+            raise ValueError("name the run folder: rdo report RUN_DIR")
