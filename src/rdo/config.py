@@ -332,7 +332,7 @@ class EvalJudgeConfig:
     retry_max_delay: float = arg(60.0, "Backoff: the longest wait between retries (a longer Retry-After is still honoured).")
     judge_temperature: float = arg(0.0, "Sampling temperature sent to HTTP judges (part of the cache key).")
     judge_max_tokens: int = arg(1024, "Longest judge reply in tokens (part of the cache key).")
-    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95% intervals (0: none).")
     device: str = arg("auto", "Device for --judge_local: auto (cuda when available), cpu, cuda, ...")
 
     def __post_init__(self):
@@ -395,7 +395,7 @@ class HumanTallyConfig:
     sheets: list[str] = arg([], "Filled sheets: sheet.csv with the choice column filled, or the CSV the HTML page downloads (one per annotator).")
     key: str | None = arg(None, "The key written by `rdo eval human export`.")
     output: str | None = arg(None, "Write the tally JSON here (default: only print the table).")
-    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95% intervals (0: none).")
     seed: int = arg(0, "Seed for the bootstrap.")
 
     def __post_init__(self):
@@ -473,7 +473,7 @@ class EvalRewardConfig:
     scorer: list[str] = arg([], "Reward model folders: `rdo train-rm` outputs or any AutoModelForSequenceClassification folder.", nargs="*")
     reward_fn: list[str] = arg([], "Python reward functions as module:function, each called as f(prompt: str, response: str) -> float.", nargs="*")
     output: str | None = arg(None, "Write reward.json here.")
-    bootstrap: int = arg(1000, "Bootstrap resamples for the 95%% intervals (0: none).")
+    bootstrap: int = arg(1000, "Bootstrap resamples for the 95% intervals (0: none).")
     seed: int = arg(0, "Seed for the bootstrap.")
     batch_size: int = arg(32, "Sequences per forward pass of a reward model.")
     max_length: int | None = arg(None, "Reward models: max tokens of prompt + response (default: rdo.json's, else 1024).")
