@@ -205,11 +205,12 @@ def test_reference_cache_keys_examples_of_one_row(tmp_path):
     def collator(fs):
         return {"value": torch.tensor([float(f["completion_ids"][0]) for f in fs])}
 
-    path = tmp_path / "cache.pt"
-    first = load_or_compute(path, lambda: torch.nn.Identity(), features, collator, ref_step, 2, "cpu")
+    key, about = {"reference": "r"}, {"data": "d"}
+    first, path = load_or_compute(tmp_path, key, about, lambda: torch.nn.Identity(), features, collator, ref_step, 2, "cpu")
     assert first["ref_logps"] == [float(f["completion_ids"][0]) for f in features]
     n_calls = len(calls)
     shuffled = features[::-1]
-    again = load_or_compute(path, lambda: torch.nn.Identity(), shuffled, collator, ref_step, 2, "cpu")
+    again, again_path = load_or_compute(tmp_path, key, about, lambda: torch.nn.Identity(), shuffled, collator, ref_step, 2, "cpu")
+    assert again_path == path
     assert len(calls) == n_calls  # read from the cache, not recomputed
     assert again["ref_logps"] == [float(f["completion_ids"][0]) for f in shuffled]

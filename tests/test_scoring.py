@@ -1,4 +1,4 @@
-"""`rdo score`: output columns, symmetrisation, ranked rows, resume after a kill, cross-fitting."""
+"""`rdo score`: output columns, symmetrisation, ranked rows, resume after a kill, the CLI surface (cross-fitting: test_crossfit)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import write_jsonl
 from rdo.cli import main
 from rdo.config import ScoreConfig
 from rdo.scorers import load_scorer
-from rdo.scoring import assign_folds, rank_by, score
+from rdo.scoring import rank_by, score
 from scorer_helpers import learnable_pairs, ranked_rows, trained_scorers
 
 
@@ -62,7 +62,7 @@ def test_score_pairs_with_reward_model(scorers, tmp_path):
     assert [r["rdo_reward_diff"] for r in loaded.records] == [r["rdo_reward_diff"] for r in rows]
 
 
-def test_score_pairs_with_difference_model(scorers, tmp_path):
+def test_score_pairs_with_difference_model(scorers, tmp_path, capsys):
     inputs = read_jsonl(scorers["test"])[:12]
     data = write_jsonl(tmp_path / "pairs.jsonl", inputs)
 
@@ -75,6 +75,7 @@ def test_score_pairs_with_difference_model(scorers, tmp_path):
     sym, single = tmp_path / "sym.jsonl", tmp_path / "single.jsonl"
     assert main(["score", "--scorer", str(scorers["diff"]), "--dataset_name", str(data), "--output", str(sym),
                  "--dup_check_rows", "5"]) == 0
+    printed = capsys.readouterr().out
     assert main(["score", "--scorer", str(scorers["diff"]), "--dataset_name", str(data), "--output", str(single),
                  "--no-symmetrize"]) == 0
     for (f_wl, f_lw, _), s, p in zip(direct, read_jsonl(sym), read_jsonl(single)):
@@ -86,6 +87,10 @@ def test_score_pairs_with_difference_model(scorers, tmp_path):
     assert summary["position_consistency"] == pytest.approx(consistent / 12)
     assert summary["dup_checked_rows"] == 5
     assert summary["mean_abs_f_dup"] == pytest.approx(sum(abs(d[2]) for d in direct[:5]) / 5, abs=1e-5)
+    # the run prints them, not only the summary file: the values counted here from the direct scores
+    assert f"position consistency            {consistent / 12:.4f}" in printed
+    assert f"mean |f(x,y,y)|                 {sum(abs(d[2]) for d in direct[:5]) / 5:.4f}  (over 5 rows)" in printed
+    assert "rows read / written / dropped   12 / 12 / 0" in printed
 
 
 def test_rank_by_wins_then_summed_r():
@@ -103,25 +108,41 @@ def test_rank_by_wins_then_summed_r():
     assert rank_by([[0.0, 0.0], [0.0, 0.0]]) == [0.0, 0.0]  # a true tie stays a tie
 
 
+def alone(scorer, prompt: str, response: str) -> float:
+    """A reward model's score of one (prompt, response), in a batch of one: BOS + prompt + response + EOS."""
+    ids = lambda t: scorer.tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return scorer.forward([[1] + ids(prompt) + ids(response) + [2]]).item()
+
+
 def test_score_ranked_rows(scorers, tmp_path):
-    data = write_jsonl(tmp_path / "ranked.jsonl", ranked_rows(10, seed=5))
-    rm_out, diff_out = tmp_path / "rm.jsonl", tmp_path / "diff.jsonl"
+    inputs = ranked_rows(10, seed=5)
+    data = write_jsonl(tmp_path / "ranked.jsonl", inputs)
+    rm_out, diff_out, rerank_out = tmp_path / "rm.jsonl", tmp_path / "diff.jsonl", tmp_path / "rerank.jsonl"
     assert main(["score", "--scorer", str(scorers["rm"]), "--dataset_name", str(data), "--output", str(rm_out)]) == 0
-    for row in read_jsonl(rm_out):
-        s, R = row["rdo_scores"], row["rdo_reward_diff"]
-        assert len(s) == 3 and len(R) == 3
-        for i in range(3):
-            for j in range(3):
-                assert R[i][j] == pytest.approx(s[j] - s[i])  # [i][j]: response j beats response i
+    assert main(["score", "--scorer", str(scorers["rm"]), "--dataset_name", str(data), "--output", str(rerank_out),
+                 "--rank_with", "reward"]) == 0
+    rm = load_scorer(str(scorers["rm"]), device="cpu")
+    for row, rerank, inp in zip(read_jsonl(rm_out), read_jsonl(rerank_out), inputs):
+        direct = [alone(rm, inp["query"], y) for y in inp["responses"]]
+        assert row["rdo_scores"] == pytest.approx(direct, abs=1e-5)  # each response scored on its own
+        R = row["rdo_reward_diff"]
+        assert all(R[i][j] == pytest.approx(direct[j] - direct[i], abs=1e-5) for i in range(3) for j in range(3))
+        # --rank_with reward: the responses ranked by their own scores (0 = worst), the data's kept aside
+        assert rerank["scores"] == [float(sorted(direct).index(v)) for v in direct]
+        assert rerank["scores_original"] == inp["scores"] and rerank["rdo_scores"] == pytest.approx(direct, abs=1e-5)
 
     assert main(["score", "--scorer", str(scorers["diff"]), "--dataset_name", str(data), "--output", str(diff_out),
                  "--rank-with", "difference"]) == 0
     rows = read_jsonl(diff_out)
+    diff = load_scorer(str(scorers["diff"]), device="cpu")
     agree = 0
-    for row, inp in zip(rows, ranked_rows(10, seed=5)):
+    for row, inp in zip(rows, inputs):
         R = row["rdo_reward_diff"]
+        x, ys = (diff.tok(t, add_special_tokens=False)["input_ids"] for t in (inp["query"], inp["responses"]))
+        f = {(a, b): diff.forward([diff.diff_encoder.assemble(x, ys[a], ys[b])]).item() for a in range(3) for b in range(3) if a != b}
+        # R[i][j] = how much j beats i = (f(x, y_j, y_i) - f(x, y_i, y_j)) / 2, from each comparison scored alone
+        assert all(R[i][j] == pytest.approx((f[j, i] - f[i, j]) / 2, abs=1e-5) for i in range(3) for j in range(3) if i != j)
         assert all(R[i][i] == 0 for i in range(3))
-        assert all(R[i][j] == pytest.approx(-R[j][i]) for i in range(3) for j in range(3))
         assert row["scores_original"] == inp["scores"] and row["query"] == inp["query"]
         assert row["scores"] == rank_by(R)
         agree += row["scores"].index(max(row["scores"])) == inp["scores"].index(2.0)
@@ -138,6 +159,10 @@ def test_score_ranked_rows(scorers, tmp_path):
 
 class Killed(Exception):
     pass
+
+
+def kill(name):
+    raise Killed
 
 
 def test_killed_score_resumes_to_the_uninterrupted_rows(scorers, tmp_path):
@@ -157,59 +182,18 @@ def test_killed_score_resumes_to_the_uninterrupted_rows(scorers, tmp_path):
     with pytest.raises(Killed):
         score(ScoreConfig(output=str(out), **kw), on_shard=kill_after_two)
     shards = tmp_path / "resumed.jsonl.shards"
-    assert not out.exists() and sorted(p.name for p in shards.glob("*.jsonl")) == ["chunk-00000.jsonl", "chunk-00001.jsonl"]
-    (shards / "chunk-00002.jsonl.tmp").write_text('{"half": "written')  # a kill mid-write leaves only a .tmp
+    assert not out.exists() and sorted(p.stem for p in shards.glob("*.jsonl")) == sorted(written)
+    (shards / "chunk-half.jsonl.tmp-1").write_text('{"half": "written')  # a kill mid-write leaves only a tmp name
 
     with pytest.raises(ValueError, match="different run"):  # changed settings must not mix with old shards
         score(ScoreConfig(output=str(out), **{**kw, "symmetrize": False}))
 
     resumed: list[str] = []
     summary = score(ScoreConfig(output=str(out), **kw), on_shard=resumed.append)
-    assert resumed == ["chunk-00002", "chunk-00003"]  # only the missing shards are scored
+    assert len(resumed) == 2 and not set(resumed) & set(written)  # only the rows of the missing shards are scored
     assert out.read_bytes() == whole.read_bytes()  # exactly the rows of the uninterrupted run
     assert summary["rows_written"] == 20 and summary["dup_checked_rows"] == 7
     assert not shards.exists()
-
-
-def test_assign_folds_groups_prompts_and_balances():
-    recs = [{"rdo_row": i, "prompt": f"p{(i - 1) // 2}"} for i in range(1, 21)]  # 10 prompts, 2 rows each
-    folds = assign_folds(recs, 3, seed=0)
-    assert folds == assign_folds(recs, 3, seed=0)
-    for i in range(1, 21, 2):
-        assert folds[i] == folds[i + 1]  # one prompt, one fold
-    sizes = [sum(f == k for f in folds.values()) for k in range(3)]
-    assert sorted(sizes) == [6, 6, 8]
-    with pytest.raises(ValueError, match="distinct prompt"):
-        assign_folds(recs[:2], 3, seed=0)
-
-
-def test_cross_fitting_scores_each_fold_with_the_model_that_never_saw_it(scorers, tmp_path):
-    # the recipe of a scorer is its rdo_config.json; make it cheap (2 steps) for the test
-    recipe_scorer = tmp_path / "rm"
-    shutil.copytree(scorers["rm"], recipe_scorer)
-    cfg = json.loads((recipe_scorer / "rdo_config.json").read_text())
-    (recipe_scorer / "rdo_config.json").write_text(json.dumps({**cfg, "max_steps": 2}))
-
-    rows = learnable_pairs(12, seed=7)
-    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    out = tmp_path / "cf.jsonl"
-    assert main(["score", "--scorer", str(recipe_scorer), "--dataset_name", str(data), "--output", str(out), "--folds", "2"]) == 0
-    scored = read_jsonl(out)
-    assert [r["id"] for r in scored] == [r["id"] for r in rows]
-    assert {r["rdo_fold"] for r in scored} == {0, 1}
-    for k in (0, 1):
-        fold_dir = tmp_path / "cf.jsonl.folds" / f"fold-{k}"
-        trained_on = {r["id"] for r in read_jsonl(tmp_path / "cf.jsonl.folds" / f"fold-{k}-train.jsonl")}
-        held_out = [r for r in scored if r["rdo_fold"] == k]
-        assert trained_on == {r["id"] for r in scored if r["rdo_fold"] != k}  # never trained on its own fold
-        # each held-out row's R comes from this fold's model
-        single = tmp_path / f"check{k}.jsonl"
-        write_jsonl(tmp_path / f"held{k}.jsonl", [{c: r[c] for c in ("id", "prompt", "chosen", "rejected")} for r in held_out])
-        score(ScoreConfig(scorer=str(fold_dir), dataset_name=str(tmp_path / f"held{k}.jsonl"), output=str(single)))
-        for a, b in zip(held_out, read_jsonl(single)):
-            assert a["rdo_reward_diff"] == pytest.approx(b["rdo_reward_diff"], abs=1e-5)
-    summary = json.loads((tmp_path / "cf.summary.json").read_text())
-    assert summary["folds"] == 2 and summary["rows_written"] == 12
 
 
 def test_batches_cap_sequences_and_padded_tokens():
@@ -219,3 +203,107 @@ def test_batches_cap_sequences_and_padded_tokens():
     assert [list(r) for r in batches(lengths, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
     # at most 120 padded tokens: 100 alone, 90 alone, 50 + 40 (2 x 50), then 30 + 10 + 10 (3 x 30; batch_size caps it)
     assert [list(r) for r in batches(lengths, 3, max_tokens=120)] == [[0], [1], [2, 3], [4, 5, 6]]
+
+
+def test_resume_accepts_smaller_batches_and_refuses_changed_data(scorers, tmp_path):
+    """After an out-of-memory a user lowers --batch_size / --max_batch_tokens (or --shard_size): the run continues."""
+    rows = learnable_pairs(20, seed=6)
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    kw = dict(scorer=str(scorers["diff"]), dataset_name=str(data), dup_check_rows=7)
+    whole = tmp_path / "whole.jsonl"
+    score(ScoreConfig(output=str(whole), shard_size=6, batch_size=8, **kw))
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(Killed):
+        score(ScoreConfig(output=str(out), shard_size=6, batch_size=8, **kw), on_shard=kill)
+    first = read_jsonl(next((tmp_path / "out.jsonl.shards").glob("chunk-*.jsonl")))
+    assert len(first) == 6
+
+    import os
+
+    os.utime(data, ns=(1, 1))  # the same bytes with another mtime: not a different dataset
+    resumed: list[str] = []
+    summary = score(ScoreConfig(output=str(out), shard_size=4, batch_size=2, max_batch_tokens=64, **kw), on_shard=resumed.append)
+    assert len(resumed) == 4  # the 14 unscored rows in shards of 4; the 6 scored rows are not redone
+    assert summary["rows_written"] == 20 and summary["dup_checked_rows"] == 7
+    for a, b in zip(read_jsonl(out), read_jsonl(whole)):
+        assert a["rdo_reward_diff"] == pytest.approx(b["rdo_reward_diff"], abs=1e-5)
+
+    with pytest.raises(Killed):
+        score(ScoreConfig(output=str(out), shard_size=6, **kw), on_shard=kill)
+    write_jsonl(data, [dict(rows[0], chosen=" dcba"), *rows[1:]])  # an edit at the same path
+    with pytest.raises(ValueError, match=r"different run \(changed: \['data'\]\)"):
+        score(ScoreConfig(output=str(out), shard_size=6, **kw))
+
+
+def test_progress_bar_counts_the_duplicate_checks(scorers, tmp_path, monkeypatch):
+    import rdo.scoring
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, **kw):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(rdo.scoring, "tqdm", Recorder)
+    data = write_jsonl(tmp_path / "pairs.jsonl", learnable_pairs(6, seed=3))
+    score(ScoreConfig(scorer=str(scorers["diff"]), dataset_name=str(data), output=str(tmp_path / "o.jsonl"), dup_check_rows=4))
+    assert [(b.total, b.n) for b in bars] == [(6 * 2 + 4, 6 * 2 + 4)]  # both orders of 6 pairs + 4 f(x, y, y)
+
+
+def test_overwrite_keep_shards_and_parquet_through_the_cli(scorers, tmp_path, capsys):
+    import pandas as pd
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", learnable_pairs(8, seed=4))
+    base = ["score", "--scorer", str(scorers["diff"]), "--dataset_name", str(data), "--shard_size", "3"]
+    out = tmp_path / "out.parquet"
+    with pytest.raises(Killed):  # leave shards of a symmetrised run behind
+        score(ScoreConfig(scorer=str(scorers["diff"]), dataset_name=str(data), output=str(out), shard_size=3),
+              on_shard=kill)
+    capsys.readouterr()
+    assert main([*base, "--output", str(out), "--no-symmetrize"]) == 2  # other values: refuse to mix
+    err = capsys.readouterr().err
+    assert "different run (changed: ['symmetrize'])" in err and "--overwrite" in err and "Traceback" not in err
+    assert main([*base, "--output", str(out), "--no-symmetrize", "--overwrite", "--keep_shards"]) == 0
+    assert main([*base, "--output", str(tmp_path / "ref.jsonl"), "--no-symmetrize"]) == 0
+    table, ref = pd.read_parquet(out).to_dict("records"), read_jsonl(tmp_path / "ref.jsonl")
+    assert [r["id"] for r in table] == [r["id"] for r in ref]
+    assert [r["rdo_reward_diff"] for r in table] == pytest.approx([r["rdo_reward_diff"] for r in ref], abs=1e-6)
+    # --keep_shards: the shards stay, hold every row once (the killed run's symmetrised shard was discarded)
+    shards = tmp_path / "out.parquet.shards"
+    entries = [json.loads(line) for p in shards.glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert sorted(e["rdo_row"] for e in entries) == list(range(1, 9))
+    by_row = {e["rdo_row"]: e["cols"]["rdo_reward_diff"] for e in entries}
+    assert [by_row[i + 1] for i in range(8)] == pytest.approx([r["rdo_reward_diff"] for r in ref], abs=1e-6)
+    assert json.loads((shards / "manifest.json").read_text())["symmetrize"] is False
+    assert not (tmp_path / "ref.jsonl.shards").exists()  # without --keep_shards they go
+
+
+def test_a_prompt_too_long_for_a_reward_model_is_cut_not_dropped(scorers, tmp_path, capsys):
+    scorer = tmp_path / "rm"
+    shutil.copytree(scorers["rm"], scorer)
+    spec = json.loads((scorer / "rdo.json").read_text())
+    (scorer / "rdo.json").write_text(json.dumps({**spec, "max_length": 64, "max_prompt_length": None}))
+    rows = learnable_pairs(4, seed=8)
+    rows[1]["prompt"] = "q" * 100  # 100 tokens: no room for a response within 64
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--scorer", str(scorer), "--dataset_name", str(data), "--output", str(out)]) == 0
+    assert [r["id"] for r in read_jsonl(out)] == [r["id"] for r in rows]  # every input row
+    assert "rows read / written / dropped   4 / 4 / 0" in capsys.readouterr().out
+    # the long prompt keeps BOS and its last 61 tokens (62 in all = max_length - 2), each response 1 token + EOS
+    rm = load_scorer(str(scorer), device="cpu")
+    ids = lambda t: rm.tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    row = read_jsonl(out)[1]
+    for col, resp in (("rdo_score_chosen", rows[1]["chosen"]), ("rdo_score_rejected", rows[1]["rejected"])):
+        assert row[col] == pytest.approx(rm.forward([[1] + ids(rows[1]["prompt"])[-61:] + ids(resp)[:1] + [2]]).item(), abs=1e-5)
+    assert json.loads((tmp_path / "out.summary.json").read_text())["rows_dropped"] == 0

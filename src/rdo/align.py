@@ -17,7 +17,7 @@ from rdo.data.convert import convert_records, row_key
 from rdo.data.tokenize import Encoder, encode_records
 from rdo.methods import Method, get_method
 from rdo.models import add_lora, load_causal_lm, load_tokenizer, save_trained
-from rdo.reference import cache_path, default_cache_dir, load_or_compute
+from rdo.reference import default_cache_dir, load_or_compute
 
 log = logging.getLogger("rdo.align")
 
@@ -135,18 +135,33 @@ def align(cfg: AlignConfig) -> dict:
 
 
 def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], model, collator, source: str) -> str:
-    """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path."""
+    """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path.
+
+    The cache key is the content the values depend on (rdo.reference): the reference's weights and
+    config, the tokenizer that made the ids (with its chat template), truncation, dtype, precision,
+    the method and its columns, and the token ids themselves.
+    """
+    from rdo.fingerprint import model_fingerprint, tokenizer_fingerprint
+
     ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
     cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir(source)
-    precision = "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32"  # the training steps' autocast
-    path = cache_path(cache_dir, f"{ref_id}|{cfg.torch_dtype}|{precision}", method.ref_columns, features)
+    key = {
+        "reference": model_fingerprint(ref_id),
+        "tokenizer": tokenizer_fingerprint(load_tokenizer(cfg.model_name_or_path)),  # the one that encoded `features`
+        "truncation": [cfg.max_length, cfg.max_prompt_length],
+        "torch_dtype": cfg.torch_dtype,
+        "precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32",  # the training steps' autocast
+        "method": method.name,
+        "columns": list(method.ref_columns),
+    }
     if cfg.ref_model_name_or_path:
         model_fn = lambda: load_causal_lm(ref_id, cfg.torch_dtype).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
     with cfg.main_process_first(desc="reference log-probs"):  # rank 0 computes and caches; the others read
-        values = load_or_compute(path, model_fn, features, collator, method.ref_step, cfg.per_device_eval_batch_size,
-                                 cfg.device, autocast=lambda: training_autocast(cfg))
+        values, path = load_or_compute(cache_dir, key, {"reference": ref_id, "data": source}, model_fn, features, collator,
+                                       method.ref_step, cfg.per_device_eval_batch_size, cfg.device,
+                                       autocast=lambda: training_autocast(cfg))
     for col, vals in values.items():
         for f, v in zip(features, vals):
             f[col] = v

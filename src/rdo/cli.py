@@ -13,6 +13,11 @@ COMMANDS = {
     "train-diff": ("rdo.train_scorers", "TrainDiffConfig", "train_diff", "Train a reward difference model R(x, y1, y2) (paper Eqs. 4-6)."),
     "score": ("rdo.scoring", "ScoreConfig", "score", "Add reward differences (coefficients) to a preference dataset; resumable, cross-fitting."),
     "eval accuracy": ("rdo.evaluate.accuracy", "EvalAccuracyConfig", "eval_accuracy", "Pairwise accuracy of a scorer, with bootstrap CI and confidence bins."),
+    "eval judge": ("rdo.evaluate.judge", "EvalJudgeConfig", "eval_judge", "Pairwise LLM-as-judge of two generations files: both orders, several judges, cached and retried calls."),
+    "eval human export": ("rdo.evaluate.human", "HumanExportConfig", "human_export", "Write a blind, shuffled A/B sheet (CSV + HTML page) for annotators and its hidden key."),
+    "eval human tally": ("rdo.evaluate.human", "HumanTallyConfig", "human_tally", "Tally annotators' sheets with the key: win/tie/loss per annotator and by majority, Fleiss' kappa."),
+    "generate": ("rdo.generate", "GenerateConfig", "generate_command", "Responses of a model to a data file's prompts (greedy/beam/sampling); resumable, multi-process."),
+    "eval reward": ("rdo.evaluate.reward", "EvalRewardConfig", "eval_reward", "Mean reward of generations files under reward models or functions, paired comparisons."),
 }
 
 
@@ -56,7 +61,7 @@ def _usage(prefix: str = "") -> None:
     print("usage: rdo <command> [options]   (rdo <command> --help for its options)\n\ncommands:")
     for name, (*_, desc) in COMMANDS.items():
         if name.startswith(prefix):
-            print(f"  {name:14s} {desc}")
+            print(f"  {name:18s} {desc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,14 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         _usage()
         return 0
-    words = 2 if " ".join(argv[:2]) in COMMANDS else 1  # two-word commands such as "eval accuracy"
+    # the longest leading words that name a command: "eval human export", "eval accuracy", "align"
+    words = next((k for k in (3, 2, 1) if " ".join(argv[:k]) in COMMANDS), 1)
     command, rest = " ".join(argv[:words]), argv[words:]
     if command not in COMMANDS:
-        family = [name for name in COMMANDS if name.startswith(argv[0] + " ")]
-        if not family:
+        # a command family such as "eval" or "eval human": list its subcommands
+        lead: list[str] = []
+        for word in argv[:2]:
+            if not any(name.startswith(" ".join(lead + [word]) + " ") for name in COMMANDS):
+                break
+            lead.append(word)
+        prefix = " ".join(lead) + " " if lead else ""
+        if not lead:
             print(f"rdo: unknown command {argv[0]!r}", file=sys.stderr)
-        _usage(argv[0] + " " if family else "")
-        return 0 if family and rest[:1] in (["-h"], ["--help"]) else 2
+        _usage(prefix)
+        asked = argv[len(lead):len(lead) + 1] in (["-h"], ["--help"])
+        return 0 if lead and asked else 2
     config_cls, fn = _load(command)
     try:
         cfg = parse_config(config_cls, rest, prog=f"rdo {command}")

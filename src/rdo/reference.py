@@ -1,15 +1,19 @@
 """Reference log-probs computed once, before training, and cached on disk.
 
 With the reference values stored as columns of the dataset, training holds one model, not two.
-The cache is keyed by a hash of the reference model, the method's reference columns and every
-token id, and indexed by (`rdo_row`, `rdo_example`), so a reordered or filtered dataset still finds
-its own values (`rdo_example` tells apart the two KTO examples made from one pair).
+
+The cache is keyed by the content the values depend on (never a path): the reference model's
+fingerprint (config + weight bytes, or a hub commit), the tokenizer's (vocabulary, special tokens,
+chat template), the truncation settings, the weights dtype and training precision, the method and
+its reference columns, and every token id. A changed key means another file, so an fp32 and a bf16
+cache never collide; the key is also stored in the file and checked on load. Values are indexed
+by (`rdo_row`, `rdo_example`), so the same rows in another order find their own values
+(`rdo_example` tells apart the two KTO examples made from one pair). The log says whether the
+cache was used, or why it was recomputed (no cache yet, or which part of the key changed).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -20,18 +24,22 @@ import torch
 from tqdm.auto import tqdm
 
 from rdo.data.convert import row_key
+from rdo.fingerprint import digest
 
 log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ("rdo_row", "rdo_example")
+PREFIX = "rdo-ref-logps-"
 
 
-def cache_path(cache_dir: Path, model_id: str, columns: tuple[str, ...], features: list[dict]) -> Path:
-    h = hashlib.sha256()
-    h.update(json.dumps({"model": model_id, "columns": columns}).encode())
-    for f in features:
-        h.update(json.dumps([row_key(f), {k: v for k, v in f.items() if k.endswith("_ids")}], sort_keys=True).encode())
-    return cache_dir / f"rdo-ref-logps-{h.hexdigest()[:16]}.pt"
+def full_key(key: dict, features: list[dict]) -> dict:
+    """`key` (the content fingerprints) plus a digest of every feature's row key and token ids."""
+    ids = sorted([list(row_key(f)), {k: v for k, v in f.items() if k.endswith("_ids")}] for f in features)
+    return {**key, "token_ids": digest(ids)}  # sorted by row key: the same rows in another order share a cache
+
+
+def cache_path(cache_dir: Path, key: dict) -> Path:
+    return Path(cache_dir) / f"{PREFIX}{digest(key)[:16]}.pt"
 
 
 def default_cache_dir(dataset_name: str) -> Path:
@@ -70,21 +78,50 @@ def compute_reference(model, features: list[dict], collator, ref_step, batch_siz
     return out
 
 
-def load_or_compute(path: Path, model_fn, features, collator, ref_step, batch_size, device, autocast=nullcontext) -> dict[str, list[float]]:
-    """Read cached values for exactly these rows, or compute them (with `model_fn()`) and write the cache."""
+def _why_recompute(cache_dir: Path, key: dict, about: dict) -> str:
+    """'no cache', or which parts of the key differ from the newest cache made for the same `about`."""
+    older = []
+    for p in Path(cache_dir).glob(f"{PREFIX}*.pt"):
+        try:
+            stored = torch.load(p, weights_only=True)
+        except Exception:  # an unreadable or pre-key cache file is simply not a candidate
+            continue
+        if stored.get("about") == about and isinstance(stored.get("key"), dict):
+            older.append((p.stat().st_mtime_ns, stored["key"]))
+    if not older:
+        return "no cache for this reference and data"
+    old = max(older, key=lambda t: t[0])[1]
+    changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+    return f"key changed: {', '.join(changed)}"
+
+
+def load_or_compute(cache_dir: Path, key: dict, about: dict, model_fn, features, collator, ref_step, batch_size, device,
+                    autocast=nullcontext) -> tuple[dict[str, list[float]], Path]:
+    """Cached values for exactly these rows under this key, or computed (with `model_fn()`) and cached.
+
+    `key` holds the content fingerprints (see the module doc); `about` (reference name, data source) only
+    names the cache in the log. Returns (values by column in feature order, the cache file).
+    """
+    key = full_key(key, features)
+    path = cache_path(cache_dir, key)
     keys = [row_key(f) for f in features]
     if path.exists():
         cached = torch.load(path, weights_only=True)
-        examples = cached.get("rdo_example", torch.zeros_like(cached["rdo_row"])).tolist()
-        by_key = {k: i for i, k in enumerate(zip(cached["rdo_row"].tolist(), examples))}
-        if all(k in by_key for k in keys):
-            log.info("reference log-probs: using cache %s", path)
-            return {c: [float(cached[c][by_key[k]]) for k in keys] for c in cached if c not in KEY_COLUMNS}
+        by_key = {k: i for i, k in enumerate(zip(cached["rdo_row"].tolist(), cached["rdo_example"].tolist()))}
+        if cached.get("key") == key and all(k in by_key for k in keys):
+            log.info("reference log-probs: using cache %s (key matches: reference weights, tokenizer, truncation, precision, method, token ids)", path)
+            cols = [c for c in cached if torch.is_tensor(cached[c]) and c not in KEY_COLUMNS]
+            return {c: [float(cached[c][by_key[k]]) for k in keys] for c in cols}, path
+        reason = "the cache file does not match its key"
+    else:
+        reason = _why_recompute(cache_dir, key, about)
+    log.info("reference log-probs: computing (%s)", reason)
     values = compute_reference(model_fn(), features, collator, ref_step, batch_size, device, autocast)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     key_columns = {"rdo_row": torch.tensor([k[0] for k in keys]), "rdo_example": torch.tensor([k[1] for k in keys])}
-    torch.save({**key_columns, **{c: torch.tensor(v, dtype=torch.float64) for c, v in values.items()}}, tmp)
+    torch.save({"key": key, "about": about, **key_columns,
+                **{c: torch.tensor(v, dtype=torch.float64) for c, v in values.items()}}, tmp)
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache
     log.info("reference log-probs: cached to %s", path)
-    return values
+    return values, path

@@ -8,37 +8,36 @@ Output columns (every input column is kept unchanged):
           (≈ r_j - r_i, antisymmetric, diagonal 0); reward models add `rdo_scores`. With
           `--rank_with difference|reward` `scores` is rewritten by the scorer's ranking and the
           original kept as `scores_original`.
+- `--folds K`: `rdo_fold`, the fold whose model scored the row (cross-fitting: rdo.crossfit).
 
 R is the raw difference: α, R <= 0 handling and normalisation are applied by `rdo align`, so an α
 sweep never rescores. A difference model gives, by default, the antisymmetrised
 R = (f(x, y_w, y_l) - f(x, y_l, y_w)) / 2, which cancels the model's position bias, and reports the
 position-consistency rate (f changes sign when the order flips) and the mean |f(x, y, y)| residual;
-`--no-symmetrize` is the paper's single pass f(x, y_w, y_l).
+`--no-symmetrize` is the paper's single pass f(x, y_w, y_l). Both are printed at the end of the run.
+
+Every row is scored: a reward model whose rdo.json sets no max_prompt_length cuts a prompt that
+leaves no room for a response from the left (to max_length - 2 tokens), as the truncation rule does
+for a set one. A row that still cannot be scored is logged with its line number and counted.
 
 Speed: rows are cut into shards of similar length, each shard's sequences are sorted by length
 into batches, and the forward runs under `inference_mode`. Resume: every finished shard is written
-atomically to `<output>.shards/`, keyed by row; shards are a fixed function of the data, so a killed
-run continues where it stopped and produces exactly the rows of an uninterrupted one.
-
-Cross-fitting (`--folds K`): rows are split into K folds (grouped by prompt, so no prompt is both
-trained on and scored), K scorers are trained with the recipe of `--scorer` (its rdo_config.json),
-each on K-1 folds, and each fold is scored by the scorer that never saw it. Cost: about (K-1)x the
-training compute of one scorer; scoring costs the same as without folds.
+atomically to `<output>.shards/`; a rerun scores only the rows no shard holds, so a killed run
+produces the rows of an uninterrupted one. The manifest keys only what changes the values
+(`manifest_of`): after an out-of-memory, a rerun with a smaller `--batch_size`, `--max_batch_tokens`
+or another `--shard_size` continues where it stopped.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import os
-import random
-import shutil
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from rdo import atomic
 from rdo.config import ScoreConfig
 from rdo.data import DataError, load_records
 from rdo.data.io import read_rows
@@ -167,9 +166,10 @@ def score_rows(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, du
     return out
 
 
-def n_sequences(rec: dict, kind: str, scorer_kind: str, symmetrize: bool) -> int:
+def n_sequences(rec: dict, kind: str, scorer_kind: str, symmetrize: bool, dup: bool = False) -> int:
+    """Sequences `row_sequences` makes for one row (`dup`: the row also gets the f(x, y, y) check)."""
     k = len(responses_of(rec, kind)[0])
-    return k if scorer_kind == "reward" else len(comparisons([0.0] * k, symmetrize))
+    return k if scorer_kind == "reward" else len(comparisons([0.0] * k, symmetrize)) + int(dup)
 
 
 def chunks(recs: list[dict], kind: str, shard_size: int) -> list[list[dict]]:
@@ -183,19 +183,30 @@ def chunks(recs: list[dict], kind: str, shard_size: int) -> list[list[dict]]:
 
 # --- the resume manifest ---------------------------------------------------------------------
 
-def manifest_of(cfg: ScoreConfig) -> dict:
-    """What must not change between a killed run and its resumption."""
-    def ident(p: str) -> dict:
-        path = Path(p)
-        if path.is_file():
-            st = path.stat()
-            return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-        return {"path": str(path.resolve()) if path.exists() else p}
-    weights = sorted(Path(cfg.scorer).glob("*.safetensors"))
-    scorer = ident(cfg.scorer) | {"weights": [ident(str(w)) for w in weights], "spec": (Path(cfg.scorer) / "rdo.json").read_text()}
-    keep = ("dataset_split", "symmetrize", "rank_with", "dup_check_rows", "shard_size", "folds", "seed",
-            "max_length", "max_prompt_length", "batch_size", "max_batch_tokens", "torch_dtype", "skip_invalid")
-    return {"scorer": scorer, "dataset": ident(cfg.dataset_name), **{k: getattr(cfg, k) for k in keep}}
+def manifest_of(cfg: ScoreConfig, scorer_key: str, data_key: str, lengths: tuple, fold_keys: list[str] | None) -> dict:
+    """What decides the values in the shards; a change refuses to mix old shards with new ones.
+
+    Keyed: the scorer by content (weights, config, rdo.json, tokenizer), the rows by content, how R
+    is computed (symmetrize, the f(x, y, y) rows), the effective truncation, the weights dtype, and
+    with --folds the split (folds, seed) and every fold model's key. Not keyed, because they change
+    only speed or presentation: batch_size, max_batch_tokens and shard_size (resume is per row),
+    device, rank_with (applied to the stored R when the output is assembled), skip_invalid (the
+    rows it leaves are in the data key), keep_shards.
+    """
+    out = {"scorer": scorer_key, "data": data_key, "symmetrize": cfg.symmetrize, "dup_check_rows": cfg.dup_check_rows,
+           "max_length": lengths[0], "max_prompt_length": lengths[1], "torch_dtype": cfg.torch_dtype}
+    if fold_keys is not None:
+        out |= {"folds": cfg.folds, "seed": cfg.seed, "fold_models": fold_keys}
+    return out
+
+
+def scoring_lengths(spec, cfg) -> tuple[int, int | None]:
+    """(max_length, max_prompt_length) to score with: the overrides, else rdo.json's; a reward model with
+    no prompt cap gets max_length - 2, so a long prompt is cut from the left instead of its row dropped."""
+    resolved = spec.with_lengths(cfg.max_length, cfg.max_prompt_length)
+    if resolved.kind == "reward" and resolved.max_prompt_length is None:
+        return resolved.max_length, resolved.max_length - 2
+    return resolved.max_length, resolved.max_prompt_length
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -205,6 +216,8 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
 
     `on_shard(name)` is called after each shard is written (tests use it to simulate a kill).
     """
+    from rdo import crossfit
+    from rdo.fingerprint import digest, model_fingerprint, tokenizer_fingerprint
     from rdo.models import load_tokenizer
     from rdo.scorers import ScorerSpec
 
@@ -212,47 +225,73 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
     spec = ScorerSpec.load(cfg.scorer)
     if cfg.rank_with not in ("data", spec.kind):
         raise ValueError(f"--rank_with {cfg.rank_with} needs a {cfg.rank_with} model, but {cfg.scorer} is a {spec.kind} model")
-    loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=load_tokenizer(cfg.scorer), skip_invalid=cfg.skip_invalid)
+    tok = load_tokenizer(cfg.scorer)
+    loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=tok, skip_invalid=cfg.skip_invalid)
     if loaded.kind == "unpaired":
         raise ValueError(f"{cfg.dataset_name}: unpaired (KTO) rows have no pair to compare; score the paired data before unpairing it")
     if cfg.rank_with != "data" and loaded.kind != "ranked":
         raise ValueError(f"--rank_with {cfg.rank_with} re-ranks the responses of ranked rows; {cfg.dataset_name} has pairs")
     output = Path(cfg.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    shards = Shards(output, manifest_of(cfg), cfg.overwrite)
     recs = loaded.records
+    lengths = scoring_lengths(spec, cfg)
+    plan = None
+    if cfg.folds > 1:
+        plan = crossfit.plan(cfg.scorer, spec.kind, output, cfg.folds, cfg.seed, recs, dict(read_rows(cfg.dataset_name, cfg.dataset_split)))
+    scorer_key = digest({"model": model_fingerprint(cfg.scorer), "tokenizer": tokenizer_fingerprint(tok)})
+    shards = Shards(output, manifest_of(cfg, scorer_key, digest(recs), lengths, plan.keys if plan else None), cfg.overwrite)
     dup_rows = {r["rdo_row"] for r in recs[: cfg.dup_check_rows]} if spec.kind == "difference" else set()
 
     start = time.perf_counter()
-    if cfg.folds > 1:
-        folds, (pairs, scoring_s) = cross_fit(cfg, spec, recs, loaded.kind, dup_rows, shards, on_shard)
+    if plan is not None:
+        pairs, scoring_s, trained = 0, 0.0, {}
+        for k in range(plan.folds):
+            held_out = [r for r in recs if plan.fold_of[r["rdo_row"]] == k]
+            if not _todo(held_out, shards):
+                continue  # this fold is scored already (a resumed run): its model is not needed
+            model_dir, trained[k] = crossfit.fold_model(plan, k)
+            scorer = load_scorer(str(model_dir), cfg.device, cfg.torch_dtype, *lengths)
+            p, s = _score_into_shards(cfg, scorer, held_out, loaded.kind, dup_rows, shards, f"fold{k}", on_shard)
+            pairs, scoring_s = pairs + p, scoring_s + s
+            del scorer
+        crossfit.write_manifest(plan, output.with_name(output.stem + ".folds.json"), trained)
     else:
-        scorer = load_scorer(cfg.scorer, cfg.device, cfg.torch_dtype, cfg.max_length, cfg.max_prompt_length)
-        folds, (pairs, scoring_s) = None, _score_into_shards(cfg, scorer, recs, loaded.kind, dup_rows, shards, "chunk", on_shard)
+        scorer = load_scorer(cfg.scorer, cfg.device, cfg.torch_dtype, *lengths)
+        pairs, scoring_s = _score_into_shards(cfg, scorer, recs, loaded.kind, dup_rows, shards, "chunk", on_shard)
     seconds = time.perf_counter() - start
 
-    summary = finalise(cfg, output, shards, recs, loaded, spec.kind, folds)
-    if folds is not None:  # the K fold models stay, so a resumed or repeated run need not retrain them
-        summary["folds_dir"] = str(output.with_name(output.name + ".folds"))
+    summary = finalise(cfg, output, shards, recs, loaded, spec.kind, plan.fold_of if plan else None)
+    if plan is not None:  # the K fold models stay, so a resumed or repeated run need not retrain them
+        summary["folds_dir"] = str(plan.work)
+        summary["folds_manifest"] = str(output.with_name(output.stem + ".folds.json"))
     summary["seconds"] = seconds
     summary["scoring_pairs_per_s"] = pairs / scoring_s if pairs and scoring_s > 0 else None  # this run's pairs only
     summary_path = output.with_name(output.stem + ".summary.json")
-    summary_path.write_text(json.dumps(summary, indent=2))
+    atomic.write_json(summary_path, summary)
     if not cfg.keep_shards:
         shards.remove()
+    print(format_summary(summary))
     log.info("wrote %s (%d rows) and %s", output, summary["rows_written"], summary_path)
     return summary
 
 
+def _todo(recs: list[dict], shards: Shards) -> list[dict]:
+    """The rows no finished shard holds: resume is per row, so it survives a new --shard_size."""
+    done = shards.read_all()
+    return [r for r in recs if r["rdo_row"] not in done]
+
+
 def _score_into_shards(cfg, scorer: Scorer, recs, kind, dup_rows, shards: Shards, prefix: str, on_shard) -> tuple[int, float]:
-    """Score the chunks of `recs` not yet in `shards`; returns (pairs scored, seconds)."""
-    todo = [(f"{prefix}-{c:05d}", chunk) for c, chunk in enumerate(chunks(recs, kind, cfg.shard_size))]
-    todo = [(name, chunk) for name, chunk in todo if not shards.done(name)]
-    total = sum(n_sequences(r, kind, scorer.kind, cfg.symmetrize) for _, chunk in todo for r in chunk)
-    pairs = sum(len(comparisons(responses_of(r, kind)[1], False)) for _, chunk in todo for r in chunk)
+    """Score the rows of `recs` not yet in `shards`, a chunk per shard; returns (pairs scored, seconds)."""
+    from rdo.fingerprint import digest
+
+    todo = chunks(_todo(recs, shards), kind, cfg.shard_size)
+    total = sum(n_sequences(r, kind, scorer.kind, cfg.symmetrize, r["rdo_row"] in dup_rows) for chunk in todo for r in chunk)
+    pairs = sum(len(comparisons(responses_of(r, kind)[1], False)) for chunk in todo for r in chunk)
     bar = tqdm(total=total, desc=f"scoring ({scorer.kind})", unit="seq")
     start, done_pairs = time.perf_counter(), 0
-    for name, chunk in todo:
+    for chunk in todo:
+        name = f"{prefix}-{digest([r['rdo_row'] for r in chunk])[:12]}"  # named by its rows: unique across resumes
         entries = score_rows(scorer, chunk, kind, cfg.symmetrize, dup_rows, cfg.batch_size, bar, cfg.dataset_name, cfg.max_batch_tokens)
         shards.write(name, entries)
         done_pairs += sum(len(comparisons(responses_of(r, kind)[1], False)) for r in chunk)
@@ -276,7 +315,8 @@ def finalise(cfg: ScoreConfig, output: Path, shards: Shards, recs, loaded, score
     rows, diffs, diags, skipped = [], [], [], {}
     for rec in recs:
         e = entries[rec["rdo_row"]]
-        if "skipped" in e:
+        if "skipped" in e:  # never silent: each one is named here and counted in the summary
+            log.warning("row %d not scored: %s", rec["rdo_row"], e["skipped"])
             skipped[e["reason"]] = skipped.get(e["reason"], 0) + 1
             continue
         row = dict(raw[rec["rdo_row"]])
@@ -296,16 +336,15 @@ def finalise(cfg: ScoreConfig, output: Path, shards: Shards, recs, loaded, score
             diffs += [R[i][j] for i in range(len(s)) for j in range(len(s)) if s[j] > s[i]]
     if not rows:
         raise ValueError(f"{cfg.dataset_name}: every row was skipped: {skipped}")
-    tmp = output.with_name(output.name + ".tmp")
-    if output.suffix == ".parquet":
-        from datasets import Dataset
+    with atomic.atomic_path(output) as tmp:
+        if output.suffix == ".parquet":
+            from datasets import Dataset
 
-        Dataset.from_list(rows).to_parquet(str(tmp))
-    else:
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, output)
+            Dataset.from_list(rows).to_parquet(str(tmp))
+        else:
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return summarise(cfg, scorer_kind, rows, diffs, diags, loaded, skipped)
 
 
@@ -316,7 +355,8 @@ def summarise(cfg, scorer_kind, rows, diffs, diags, loaded, skipped) -> dict:
     q = torch.quantile(r, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)).tolist()
     out = {
         "scorer": cfg.scorer, "kind": scorer_kind, "dataset": cfg.dataset_name, "output": cfg.output,
-        "format": loaded.fmt, "rows_written": len(rows), "pairs": len(diffs),
+        "format": loaded.fmt, "rows_read": len(loaded.records) + loaded.skips.total, "rows_written": len(rows),
+        "rows_dropped": loaded.skips.total + sum(skipped.values()), "pairs": len(diffs),
         "skipped": {"at_load": loaded.skips.as_dict(), "too_long": skipped},
         "symmetrize": cfg.symmetrize if scorer_kind == "difference" else None, "folds": cfg.folds,
         "reward_diff": {"mean": float(r.mean()), "q05": q[0], "median": q[1], "q95": q[2]},
@@ -332,70 +372,18 @@ def summarise(cfg, scorer_kind, rows, diffs, diags, loaded, skipped) -> dict:
     return out
 
 
-# --- cross-fitting ----------------------------------------------------------------------------
+def format_summary(s: dict) -> str:
+    """The end-of-run table: rows in and out, R, and the difference model's checks."""
+    def num(v):
+        return "n/a" if v is None else f"{v:.4f}"
 
-def assign_folds(recs: list[dict], k: int, seed: int) -> dict[int, int]:
-    """rdo_row -> fold, grouping rows by prompt and balancing fold sizes; deterministic in `seed`."""
-    groups: dict[str, list[int]] = {}
-    for r in recs:
-        groups.setdefault(r["prompt"], []).append(r["rdo_row"])
-    if len(groups) < k:
-        raise ValueError(f"--folds {k}: the data has only {len(groups)} distinct prompt(s); use fewer folds")
-    keys = sorted(groups)
-    random.Random(seed).shuffle(keys)
-    sizes = [0] * k
-    fold_of: dict[int, int] = {}
-    for key in keys:
-        f = min(range(k), key=lambda i: (sizes[i], i))
-        for row in groups[key]:
-            fold_of[row] = f
-        sizes[f] += len(groups[key])
-    return fold_of
-
-
-def recipe_of(scorer: str, kind: str):
-    """The training config a scorer was trained with (its rdo_config.json), as its config class."""
-    from rdo.config import TrainDiffConfig, TrainRMConfig
-
-    path = Path(scorer) / "rdo_config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: --folds retrains the scorer with its recipe, but {scorer} has no rdo_config.json "
-                                "(it was not trained by `rdo train-rm` / `rdo train-diff`)")
-    cls = TrainRMConfig if kind == "reward" else TrainDiffConfig
-    init = {f.name for f in dataclasses.fields(cls) if f.init}
-    values = json.loads(path.read_text())
-    return cls, {k: v for k, v in values.items() if k in init and not k.endswith("_token") and k != "logging_dir"}
-
-
-def cross_fit(cfg: ScoreConfig, spec, recs, kind, dup_rows, shards: Shards, on_shard) -> tuple[dict[int, int], tuple[int, float]]:
-    """Train K scorers on K-1 folds each and score every fold with the one that did not see it.
-
-    Returns (rdo_row -> fold, (pairs scored, scoring seconds)).
-    """
-    from rdo.train_scorers import train_diff, train_rm
-
-    cls, recipe = recipe_of(cfg.scorer, spec.kind)
-    fold_of = assign_folds(recs, cfg.folds, cfg.seed)
-    work = Path(cfg.output).with_name(Path(cfg.output).name + ".folds")
-    work.mkdir(exist_ok=True)
-    raw = dict(read_rows(cfg.dataset_name, cfg.dataset_split))
-    pairs, seconds = 0, 0.0
-    for k in range(cfg.folds):
-        held_out = [r for r in recs if fold_of[r["rdo_row"]] == k]
-        names = [f"fold{k}-{c:05d}" for c in range(len(chunks(held_out, kind, cfg.shard_size)))]
-        if all(shards.done(n) for n in names):
-            continue
-        model_dir = work / f"fold-{k}"
-        if not (model_dir / "rdo.json").is_file():  # a finished fold model is reused on resume
-            train_file = work / f"fold-{k}-train.jsonl"
-            train_rows = [raw[r["rdo_row"]] for r in recs if fold_of[r["rdo_row"]] != k]
-            train_file.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in train_rows))
-            log.info("cross-fitting: training fold %d/%d on %d rows", k + 1, cfg.folds, len(train_rows))
-            fold_cfg = cls(**{**recipe, "dataset_name": str(train_file), "dataset_split": "train",
-                              "eval_dataset_name": None, "output_dir": str(model_dir), "seed": recipe.get("seed", 42) + k})
-            (train_rm if spec.kind == "reward" else train_diff)(fold_cfg)
-        scorer = load_scorer(str(model_dir), cfg.device, cfg.torch_dtype, cfg.max_length, cfg.max_prompt_length)
-        p, s = _score_into_shards(cfg, scorer, held_out, kind, dup_rows, shards, f"fold{k}", on_shard)
-        pairs, seconds = pairs + p, seconds + s
-        del scorer
-    return fold_of, (pairs, seconds)
+    lines = [f"rdo score: {s['output']}  ({s['kind']} model{', %d folds' % s['folds'] if s['folds'] > 1 else ''})",
+             f"  rows read / written / dropped   {s['rows_read']} / {s['rows_written']} / {s['rows_dropped']}",
+             f"  pairs                           {s['pairs']}",
+             f"  R mean [q05, median, q95]       {num(s['reward_diff']['mean'])} [{num(s['reward_diff']['q05'])}, "
+             f"{num(s['reward_diff']['median'])}, {num(s['reward_diff']['q95'])}]",
+             f"  agree with the data's labels    {num(s['frac_agree_with_labels'])}"]
+    if s["kind"] == "difference":
+        lines += [f"  position consistency            {num(s['position_consistency'])}",
+                  f"  mean |f(x,y,y)|                 {num(s['mean_abs_f_dup'])}  (over {s['dup_checked_rows']} rows)"]
+    return "\n".join(lines)

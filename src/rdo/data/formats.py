@@ -5,6 +5,7 @@ Canonical records (plain dicts, so they go straight into a `datasets.Dataset`):
 - pair:     {"prompt", "chosen", "rejected"}                 (DPO, IPO, SimPO, KTO after unpairing)
 - ranked:   {"prompt", "responses": [...], "scores": [...]}  (RRHF)
 - unpaired: {"prompt", "completion", "label": bool}           (KTO)
+- prompt:   {"prompt"}                                        (`rdo generate` only: rows with nothing to compare)
 
 Each also carries `rdo_row` (the 1-based source row, the key that follows the row everywhere) and
 every other column of the input untouched — the coefficient column and any id in particular.
@@ -22,11 +23,12 @@ from typing import Any
 from rdo.data.errors import SKIP_HINT, DataError
 
 HH_ASSISTANT = "\n\nAssistant:"
-KINDS = ("pair", "ranked", "unpaired")
+KINDS = ("pair", "ranked", "unpaired", "prompt")
 
 
-def detect_format(record: dict) -> str:
-    """Name the row format from its keys: standard, conversational, hh, ranked or unpaired."""
+def detect_format(record: dict, prompt_only: bool = False) -> str:
+    """Name the row format from its keys: standard, conversational, hh, ranked or unpaired
+    (and, when `prompt_only`, `prompt` for rows that hold just a prompt)."""
     keys = set(record)
     if "responses" in keys and "scores" in keys:
         return "ranked"
@@ -36,6 +38,8 @@ def detect_format(record: dict) -> str:
         if "prompt" not in keys:  # the prompt is inside the transcripts
             return "conversational" if isinstance(record["chosen"], list) else "hh"
         return "conversational" if isinstance(record["prompt"], list) else "standard"
+    if prompt_only and "prompt" in keys:
+        return "prompt"
     raise ValueError(
         f"cannot tell the row format from its columns {sorted(keys)}; expected one of: "
         "prompt/chosen/rejected, chosen/rejected (HH transcripts), prompt/responses/scores, "
@@ -44,7 +48,7 @@ def detect_format(record: dict) -> str:
 
 
 def kind_of(fmt: str) -> str:
-    return {"ranked": "ranked", "unpaired": "unpaired"}.get(fmt, "pair")
+    return {"ranked": "ranked", "unpaired": "unpaired", "prompt": "prompt"}.get(fmt, "pair")
 
 
 class Normaliser:
@@ -74,6 +78,8 @@ class Normaliser:
             out["prompt"] = self._text(row, raw, "prompt")
             out["completion"] = self._text(row, raw, "completion")
             out["label"] = self._label(row, raw)
+        elif self.fmt == "prompt":
+            out["prompt"] = self._prompt_only(row, raw)
         if self.fmt in ("standard", "conversational", "hh") and out["chosen"] == out["rejected"]:
             raise DataError(self.source, row, "rejected", "identical to 'chosen'; a pair needs two different responses", SKIP_HINT)
         if self.coef_column is not None:
@@ -123,6 +129,17 @@ class Normaliser:
                 raise DataError(self.source, row, self.coef_column, f"coefficient is {v}", SKIP_HINT)
 
     # -- formats ------------------------------------------------------------------------------
+
+    def _prompt_only(self, row: int, raw: dict) -> str:
+        """A prompt-only row: a string, or a message list rendered with the generation prompt."""
+        value = raw.get("prompt")
+        if not isinstance(value, list):
+            return self._text(row, raw, "prompt")
+        if not value or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in value):
+            raise DataError(self.source, row, "prompt", "expected a string or a non-empty list of {role, content} messages", SKIP_HINT)
+        if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
+            raise DataError(self.source, row, "prompt", "a message list needs a tokenizer with a chat template to render it")
+        return self.tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=True)
 
     def _render_conversation(self, row: int, raw: dict) -> dict[str, str]:
         """Render message lists with the chat template; a response is the text after the prompt."""

@@ -27,12 +27,14 @@ def load_records(
     tokenizer=None,
     coef_column: str | None = None,
     skip_invalid: bool = False,
+    prompt_only: bool = False,
 ) -> Loaded:
     """Read `source`, detect its format from the first row, normalise and validate every row.
 
     `coef_column` names a column every row must carry as a finite number (None: not required);
     ranked rows carry it as a K x K matrix, or leave it out so R comes from their scores.
     Bad rows raise `DataError` (file, row, field) unless `skip_invalid`, which counts them instead.
+    `prompt_only` also accepts rows with just a prompt (kind "prompt"; for commands that need no response).
     """
     skips = SkipReport()
     records: list[dict] = []
@@ -46,7 +48,7 @@ def load_records(
             continue
         if normalise is None:
             try:
-                fmt = detect_format(raw)
+                fmt = detect_format(raw, prompt_only)
             except ValueError as e:
                 raise ValueError(f"{source}, row {row}: {e}") from None
             normalise = Normaliser(source, fmt, tokenizer=tokenizer, coef_column=coef_column)

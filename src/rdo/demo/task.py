@@ -33,3 +33,14 @@ class Vader:
 
     def __call__(self, text: str) -> float:
         return float(self._analyzer.polarity_scores(text)["compound"])
+
+
+_VADER: Vader | None = None
+
+
+def vader_reward(prompt: str, response: str) -> float:
+    """The gold reward as a `--reward_fn` (rdo eval reward --reward_fn rdo.demo.task:vader_reward): VADER of the response."""
+    global _VADER
+    if _VADER is None:
+        _VADER = Vader()
+    return _VADER(response)

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from rdo.config import EvalAccuracyConfig
 from rdo.data import load_records
 from rdo.evaluate.stats import bootstrap_ci
-from rdo.scorers import load_scorer
-from rdo.scoring import n_sequences, score_rows
+from rdo.scorers import ScorerSpec, load_scorer
+from rdo.scoring import n_sequences, score_rows, scoring_lengths
 
 log = logging.getLogger("rdo.eval")
 
@@ -104,7 +104,7 @@ def format_table(m: dict) -> str:
 def eval_accuracy(cfg: EvalAccuracyConfig) -> dict:
     """Score every comparison of `cfg.dataset_name`, print the table, and write or print the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    scorer = load_scorer(cfg.scorer, cfg.device, cfg.torch_dtype, cfg.max_length, cfg.max_prompt_length)
+    scorer = load_scorer(cfg.scorer, cfg.device, cfg.torch_dtype, *scoring_lengths(ScorerSpec.load(cfg.scorer), cfg))
     loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=scorer.tok, skip_invalid=cfg.skip_invalid)
     if loaded.kind == "unpaired":
         raise ValueError(f"{cfg.dataset_name}: unpaired (KTO) rows have no pair to judge")
