@@ -55,6 +55,13 @@ score(ScoreConfig(scorer=scorer, dataset_name=scorer_data, output=os.path.join(o
                   batch_size=3, shard_size=4))
 eval_accuracy(EvalAccuracyConfig(scorer=scorer, dataset_name=scorer_data, output=os.path.join(out, "accuracy.json"),
                                  device="cpu", batch_size=3, dataset_split="train"))
+fsdp_error = None
+try:  # accelerate on CPU processes ignores FSDP and trains DDP: rdo must refuse instead
+    align(AlignConfig(model_name_or_path=model, dataset_name=data, output_dir=os.path.join(out, "fsdp"), use_cpu=True,
+                      ddp_backend="gloo", alpha=0.0, max_steps=1, report_to="none", disable_tqdm=True,
+                      ref_cache_dir=os.path.join(out, "cache"), fsdp="full_shard"))
+except ValueError as e:
+    fsdp_error = str(e)
 with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
     json.dump({"rank": rank, "world_size": torch.distributed.get_world_size(), "reference_rows_computed": computed,
-               "rows_scored": scored}, f)
+               "rows_scored": scored, "fsdp_error": fsdp_error}, f)
