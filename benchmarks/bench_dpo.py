@@ -52,8 +52,8 @@ FAIRNESS = [
     "max_length 1024 (no row is truncated by either), β 0.1, AdamW (the Trainer's default, fused where "
     "available), the same learning rate with the default linear decay, max_grad_norm 1.0, no warm-up, seed 0, "
     "per-step logging in both.",
-    "Sampler: random in both (TRL's and the Trainer's default). rdo's own default, group_by_length, would cut "
-    "padding; it is switched off so both see identical batches and their losses can be compared step by step.",
+    "Sampler: random in both (TRL's, the Trainer's and rdo's default; rdo's group_by_length would cut padding), "
+    "so both see identical batches and their losses can be compared step by step.",
     "Reference log-probs are precomputed in both, before training, with the same batch size as training "
     "(TRL precompute_ref_log_probs=True, precompute_ref_batch_size=B; rdo per_device_eval_batch_size=B). "
     "rdo's pass runs in length-sorted batches; TRL's in dataset order. Neither is timed as a step; setup_s "

@@ -32,6 +32,14 @@ def tokenizer(tiny_model):
 
 
 @pytest.fixture(scope="session")
+def trained_scorers(tiny_model, tmp_path_factory) -> dict:
+    """A reward model and a difference model trained once per session: {"rm", "diff", "train", "test"} paths."""
+    from scorer_helpers import train_scorers
+
+    return train_scorers(tiny_model, tmp_path_factory.mktemp("scorers"))
+
+
+@pytest.fixture(scope="session")
 def byte_tok(tmp_path_factory):
     """The tiny byte tokenizer alone, saved and reloaded the way a model's is, without building a model."""
     from rdo.models import load_tokenizer

@@ -1,4 +1,7 @@
-"""Shared by the scorer tests: a learnable preference set, and two scorers trained once per session.
+"""Shared by the scorer tests: a learnable preference set, and how the session's two scorers are trained.
+
+The scorers themselves are the session fixture `trained_scorers` (conftest.py), trained once into
+its own temporary folder; nothing is cached here.
 
 The preference: the chosen response is made of the letters a-d, the rejected one of w-z, so a
 2-layer model learns it in a few dozen steps; held-out pairs use fresh strings.
@@ -10,9 +13,6 @@ import random
 from pathlib import Path
 
 from conftest import write_jsonl
-
-_TRAINED: dict[str, dict] = {}
-
 
 def learnable_pairs(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
@@ -38,10 +38,8 @@ def ranked_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
-def trained_scorers(tiny_model: Path, root: Path) -> dict:
-    """Train a reward model and a difference model through `rdo train-rm` / `rdo train-diff`, once."""
-    if _TRAINED:
-        return _TRAINED
+def train_scorers(tiny_model: Path, root: Path) -> dict:
+    """Train a reward model and a difference model under `root` through `rdo train-rm` / `rdo train-diff`."""
     from rdo.cli import main
 
     root.mkdir(parents=True, exist_ok=True)
@@ -56,5 +54,4 @@ def trained_scorers(tiny_model: Path, root: Path) -> dict:
                  "--learning_rate", "1e-3", "--head_learning_rate", "1e-2"]) == 0
     assert main(["train-diff", *common, "--output_dir", str(diff), "--max_length", "128", "--num_train_epochs", "4",
                  "--learning_rate", "1e-2", "--head_learning_rate", "1e-2", "--beta0", "0.1", "--beta1", "0.1"]) == 0
-    _TRAINED.update(rm=rm, diff=diff, train=train, test=test)
-    return _TRAINED
+    return {"rm": rm, "diff": diff, "train": train, "test": test}

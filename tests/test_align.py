@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -39,9 +40,23 @@ def test_loss_falls_and_model_saves(tiny_model, tmp_path, method):
     unweighted = [h["loss/unweighted"] for h in metrics["log_history"] if "loss/unweighted" in h]
     first, last = first_vs_last(unweighted)
     assert last < first, f"{method}: loss did not fall ({first:.4f} -> {last:.4f})"
-    logged = metrics["log_history"][0]
-    for key in ("rewards/margins", "rewards/accuracies", "weights/mean", "logps/chosen"):
-        assert key in logged
+    logs = [h for h in metrics["log_history"] if "loss" in h]
+    # step 1: policy = reference, so every implicit reward is 0 and every pair has the same loss:
+    # DPO -log sigmoid(0) = ln 2; IPO (0 - 1 / (2 beta))^2 = 1 at beta = 0.5
+    step1 = {"dpo": math.log(2), "ipo": 1.0}[method]
+    first = logs[0]
+    assert first["rewards/chosen"] == first["rewards/rejected"] == first["rewards/margins"] == 0.0
+    assert first["rewards/accuracies"] == 0.0  # a tie is not a correct ranking
+    assert first["loss/unweighted"] == pytest.approx(step1, abs=1e-6)
+    assert first["loss/weighted"] == pytest.approx(step1, abs=1e-6)  # sum(w l) / sum(w): not moved by the weights
+    assert first["loss"] == pytest.approx(step1 * first["weights/mean"], rel=1e-5)  # Trainer's loss: mean(w l)
+    assert first["weights/mean"] != pytest.approx(1.0)  # ... which follows the batch's mean weight
+    for h in logs:
+        assert h["rewards/margins"] == pytest.approx(h["rewards/chosen"] - h["rewards/rejected"], abs=1e-6)
+        assert h["logps/chosen"] < 0 and 0 <= h["rewards/accuracies"] <= 1
+    # 48 rows in 6 equal batches: over the first epoch, the batch mean weights average the dataset's, 1
+    assert sum(h["weights/mean"] for h in logs[:6]) / 6 == pytest.approx(1.0, abs=1e-6)
+    assert logs[-1]["rewards/accuracies"] > 0.5 and logs[-1]["rewards/margins"] > 0  # the policy learned the preference
     out = tmp_path / "out"
     saved = json.loads((out / "train_metrics.json").read_text())
     assert saved["data"]["rows_trained"] == 48
@@ -255,3 +270,104 @@ def test_reference_is_computed_in_the_training_precision(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
     metrics = align(config(tiny_model, data, tmp_path / "o", bf16=True, num_train_epochs=1, alpha=0.0))
     assert metrics["log_history"][0]["loss/unweighted"] == pytest.approx(0.693147, abs=1e-6)
+
+
+# --- dropout, the reference model, and the coefficient / model flags through the CLI ------------
+
+def tiny_with_dropout(tiny_model, folder, p: float = 0.1):
+    """The tiny Llama with attention dropout p: in train mode its log-probs are noisy unless dropout is off."""
+    import shutil
+
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["attention_dropout"] = p
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_dropout_is_off_by_default_so_step_one_is_ln2(tiny_model, tmp_path):
+    """Policy log-probs run in train mode, the reference's in eval mode: with dropout on they differ at step 0."""
+    from conftest import run_align, step_logs
+
+    model = tiny_with_dropout(tiny_model, tmp_path / "dropout-model")
+    data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
+    flags = ("--alpha", "0", "--max_steps", "2", "--per_device_train_batch_size", "8")
+    on = step_logs(run_align(model, data, tmp_path / "default", "dpo", *flags))
+    assert on[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    kept = step_logs(run_align(model, data, tmp_path / "kept", "dpo", "--disable_dropout", "false", *flags))
+    assert abs(kept[0]["loss"] - math.log(2)) > 1e-4  # dropout noise in the policy's log-probs
+
+
+def test_ref_model_is_used_precomputed_and_live_with_and_without_lora(tiny_model, tmp_path):
+    """--ref_model_name_or_path was silently ignored with LoRA and a live reference (the base was used)."""
+    from conftest import run_align, step_logs
+    from rdo.tiny import build_tiny_model
+
+    ref = build_tiny_model(tmp_path / "ref", seed=1)  # other weights: step-1 loss is not ln 2
+    data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
+    flags = ("--alpha", "0", "--max_steps", "1", "--per_device_train_batch_size", "8", "--ref_model_name_or_path", str(ref),
+             "--ref_cache_dir", str(tmp_path / "cache"))
+    first = {}
+    for lora in ("0", "4"):
+        for precompute in ("true", "false"):
+            logs = step_logs(run_align(tiny_model, data, tmp_path / f"o{lora}{precompute}", "dpo", "--lora_r", lora,
+                                       "--precompute_ref", precompute, *flags))
+            first[(lora, precompute)] = logs[0]["loss"]
+    assert abs(first[("0", "true")] - math.log(2)) > 1e-3
+    for key, value in first.items():
+        assert value == pytest.approx(first[("0", "true")], abs=1e-5), key
+
+
+def test_coef_nonpositive_drop_removes_exactly_the_rows_with_R_at_most_zero(tiny_model, tmp_path):
+    from conftest import run_align
+    from rdo.cli import parse_config
+    from rdo.models import load_tokenizer
+
+    rows = synthetic_pairs(24, seed=4)
+    positive = {i + 1 for i, r in enumerate(rows) if r["rdo_reward_diff"] > 0}  # rdo_row is 1-based
+    assert 0 < len(positive) < 24
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    flags = ["--alpha", "1", "--coef_nonpositive", "drop", "--coef_normalize", "none"]
+    metrics = run_align(tiny_model, data, tmp_path / "o", "dpo", "--max_steps", "1", *flags)
+    assert metrics["data"]["rows_trained"] == len(positive)
+    assert metrics["data"]["coefficients"]["frac_dropped"] == pytest.approx(1 - len(positive) / 24)
+    cfg = parse_config(AlignConfig, ["--model_name_or_path", str(tiny_model), "--dataset_name", str(data),
+                                     "--output_dir", str(tmp_path / "p"), *flags], prog="rdo align")
+    features, _ = prepare_features(cfg, get_method("dpo"), load_tokenizer(str(tiny_model)))
+    assert {f["rdo_row"] for f in features} == positive
+    assert all(f["rdo_weight"] == pytest.approx(rows[f["rdo_row"] - 1]["rdo_reward_diff"]) for f in features)  # R^1
+
+
+def test_custom_coef_column_and_floor(tiny_model, tmp_path):
+    from rdo.cli import parse_config
+    from rdo.models import load_tokenizer
+
+    rows = [{k: v for k, v in r.items() if k != "rdo_reward_diff"} | {"my_R": r["rdo_reward_diff"]} for r in synthetic_pairs(16)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg = parse_config(AlignConfig, ["--model_name_or_path", str(tiny_model), "--dataset_name", str(data), "--output_dir",
+                                     str(tmp_path), "--alpha", "1", "--coef_column", "my_R", "--coef_floor", "0.5",
+                                     "--coef_normalize", "none"], prog="rdo align")
+    features, report = prepare_features(cfg, get_method("dpo"), load_tokenizer(str(tiny_model)))
+    assert len(features) == 16
+    for f in features:
+        assert f["rdo_weight"] == pytest.approx(max(rows[f["rdo_row"] - 1]["my_R"], 0.5))  # clip at the floor, R^1
+    assert report["coefficients"]["policy"]["floor"] == 0.5
+
+
+def test_torch_dtype_and_lora_target_modules_reach_the_saved_model(tiny_model, tmp_path):
+    from safetensors import safe_open
+
+    from conftest import run_align
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
+    out = tmp_path / "o"
+    run_align(tiny_model, data, out, "dpo", "--alpha", "0", "--max_steps", "1", "--torch_dtype", "bfloat16",
+              "--lora_r", "4", "--lora_target_modules", "q_proj,v_proj")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        assert keys and all(("q_proj" in k or "v_proj" in k) for k in keys)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:  # the merged model keeps the dtype it was trained in
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}

@@ -1,6 +1,7 @@
 """`python -m benchmarks.run --quick --only dpo` runs end to end and rdo (α=0) reproduces TRL's DPO losses.
 
 Not a timed test: it checks that the harness runs and reports every field, never how fast anything is.
+It trains TRL and rdo for real (minutes on 2 cores), so it is `slow`: `make test-fast` leaves it out.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quick_dpo_benchmark_reports_every_field_and_matching_losses(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "dpo", "--out", str(tmp_path)],
@@ -39,6 +43,14 @@ def test_quick_dpo_benchmark_reports_every_field_and_matching_losses(tmp_path):
     for run in dpo["runs"]:
         assert len(run["losses"]) == len(run["step_s"]) == dpo["settings"]["steps"]
 
+    # the agreement itself, from the raw per-step losses (not the harness's own verdict)
+    runs = {(r["framework"], r["alpha"]): r for r in dpo["runs"] if r["model"] == "tiny"}
+    trl, rdo = runs[("trl", None)]["losses"], runs[("rdo", 0.0)]["losses"]
+    assert len(trl) == len(rdo) >= 5
+    assert abs(trl[0] - math.log(2)) < 1e-4 and abs(rdo[0] - trl[0]) < 1e-5  # step 1: policy = reference in both
+    for step, (a, b) in enumerate(zip(trl, rdo), start=1):
+        assert abs(a - b) <= 1e-3 * abs(a), f"step {step}: TRL {a:.6f} vs rdo α=0 {b:.6f}"
+    assert max(abs(x - math.log(2)) for x in trl) > 1e-3  # the losses moved, so agreeing is not agreeing on constants
     check = dpo["checks"]["tiny"]
     assert check["passed"], check
     assert check["same_initial_weights"] and check["same_tokens_per_step"]

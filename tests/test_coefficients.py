@@ -62,7 +62,21 @@ def test_bad_settings_and_values_say_what_to_change():
 
 
 def test_stats_report_quantiles_and_print():
-    _, _, stats = CoefficientPolicy(alpha=0.5).weights(torch.linspace(-1, 3, 101))
+    import numpy as np
+
+    r = np.linspace(-1, 3, 101)
+    _, _, stats = CoefficientPolicy(alpha=0.5).weights(torch.tensor(r))
     assert {"q00", "q05", "q50", "q95", "q100", "mean", "std"} <= set(stats["weight"])
+    # the same statistics computed independently: clip at 0.01, square root, mean 1
+    w = np.sqrt(np.maximum(r, 0.01))
+    w = w / w.mean()
+    for q in (0, 5, 25, 50, 75, 95, 100):
+        assert stats["weight"][f"q{q:02d}"] == pytest.approx(np.quantile(w, q / 100), rel=1e-6), q
+        assert stats["reward_diff"][f"q{q:02d}"] == pytest.approx(np.quantile(r, q / 100), abs=1e-9), q
+    assert stats["weight"]["mean"] == pytest.approx(1.0) and stats["weight"]["std"] == pytest.approx(w.std(ddof=1), rel=1e-6)
+    assert stats["reward_diff"]["mean"] == pytest.approx(1.0)
+    assert stats["frac_nonpositive"] == pytest.approx(26 / 101)  # -1, -0.96, ..., 0
+    assert stats["frac_raised_to_floor"] == pytest.approx(26 / 101)  # 0.04 is already above the floor
+    assert stats["normalizer"] == pytest.approx(np.sqrt(np.maximum(r, 0.01)).mean(), rel=1e-9)
     text = format_stats(stats)
-    assert "alpha=0.5" in text and "raised to floor" in text
+    assert "alpha=0.5" in text and "raised to floor 25.7%" in text and "(25.7% <= 0)" in text

@@ -15,12 +15,12 @@ from rdo.cli import main
 from rdo.config import ScoreConfig
 from rdo.crossfit import assign_folds
 from rdo.scoring import score
-from scorer_helpers import learnable_pairs, trained_scorers
+from scorer_helpers import learnable_pairs
 
 
 @pytest.fixture(scope="session")
-def scorers(tiny_model, tmp_path_factory):
-    return trained_scorers(tiny_model, tmp_path_factory.mktemp("scorers"))
+def scorers(trained_scorers):
+    return trained_scorers
 
 
 @pytest.fixture

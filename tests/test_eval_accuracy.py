@@ -54,10 +54,8 @@ def test_ranked_rows_count_every_pair_with_different_scores():
 
 
 @pytest.fixture(scope="module")
-def scorers(tiny_model, tmp_path_factory):
-    from scorer_helpers import trained_scorers
-
-    return trained_scorers(tiny_model, tmp_path_factory.mktemp("scorers"))
+def scorers(trained_scorers):
+    return trained_scorers
 
 
 def held_out_pairs() -> list[dict]:

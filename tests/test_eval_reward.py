@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from conftest import write_jsonl
-from scorer_helpers import trained_scorers
 
 
 def length_reward(prompt: str, response: str) -> float:
@@ -83,14 +82,14 @@ def hand_reward(model, tok, prompt: str, response: str) -> float:
         return model(input_ids=torch.tensor([ids])).logits[0, 0].item()
 
 
-def test_reward_model_folders(tiny_model, tmp_path_factory, tmp_path):
+def test_reward_model_folders(trained_scorers, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     from rdo.config import EvalRewardConfig
     from rdo.evaluate.reward import eval_reward
     from rdo.models import load_tokenizer
 
-    rm = trained_scorers(tiny_model, tmp_path_factory.mktemp("scorers"))["rm"]
+    rm = trained_scorers["rm"]
     good = ["abca", "dcb", "bbad", "ac", "dd", "cab"]  # the trained preference: letters a-d beat w-z
     bad = ["wxz", "zzyw", "xwy", "wy", "zz", "yxw"]
     a = write_jsonl(tmp_path / "good.jsonl", gen_rows([" " + g for g in good]))
@@ -108,12 +107,12 @@ def test_reward_model_folders(tiny_model, tmp_path_factory, tmp_path):
         assert p["mean_diff"] == pytest.approx(sum(diffs) / 6, abs=1e-5)
         assert p["frac_a_higher"] == sum(d > 0 for d in diffs) / 6
         assert p["mean_diff"] > 0 and p["frac_a_higher"] >= 5 / 6  # the reward model learnt the preference
-    diff_model = trained_scorers(tiny_model, tmp_path_factory.mktemp("unused"))["diff"]
+    diff_model = trained_scorers["diff"]
     with pytest.raises(ValueError, match="difference model"):
         eval_reward(EvalRewardConfig(generations=[str(a)], scorer=[str(diff_model)], device="cpu"))
 
 
-def test_message_list_prompts_reach_the_scorer_through_its_chat_template(tiny_model, tmp_path_factory, tmp_path):
+def test_message_list_prompts_reach_the_scorer_through_its_chat_template(trained_scorers, tmp_path):
     """A conversational prompt is rendered as rdo train-rm renders a conversational pair: template, then the reply's turn."""
     from transformers import AutoModelForSequenceClassification
 
@@ -121,7 +120,7 @@ def test_message_list_prompts_reach_the_scorer_through_its_chat_template(tiny_mo
     from rdo.evaluate.reward import eval_reward
     from rdo.models import load_tokenizer
 
-    rm = trained_scorers(tiny_model, tmp_path_factory.mktemp("scorers"))["rm"]
+    rm = trained_scorers["rm"]
     msgs = [{"role": "user", "content": "q1:"}]
     rows = [{"rdo_row": 1, "prompt": msgs, "prompt_text": "<|user|>q1:\n<|assistant|>", "response": "abc", "sample_index": 0}]
     a = write_jsonl(tmp_path / "chat.jsonl", rows)

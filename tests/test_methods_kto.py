@@ -162,7 +162,17 @@ def test_kto_trains_on_unpaired_rows_with_odd_batches(tiny_model, tmp_path):
     assert len(logs) == 32
     for key in ("kl", "rewards/desirable", "rewards/undesirable", "logps/desirable", "weights/mean"):
         assert any(key in e for e in logs), key
+    # step 1: policy = reference, so z = 0, every reward is 0 and each example's loss is 1 - sigmoid(0) = 0.5
+    first = logs[0]
+    assert first["kl"] == 0.0 and first.get("rewards/desirable", 0.0) == 0.0 and first.get("rewards/undesirable", 0.0) == 0.0
+    assert first["loss/unweighted"] == pytest.approx(0.5, abs=1e-6) and first["loss/weighted"] == pytest.approx(0.5, abs=1e-6)
+    assert first["loss"] == pytest.approx(0.5 * first["weights/mean"], rel=1e-5)  # the weighted reduction
+    # 24 rows in 8 batches of 3: over each epoch the batch mean weights average the dataset's, 1
+    assert _mean(logs[:8], "weights/mean") == pytest.approx(1.0, abs=1e-6)
     assert _mean(logs[-8:], "loss") < _mean(logs[:8], "loss")
+    # training raises desirable and lowers undesirable implicit rewards (a swapped label would invert these)
+    last = [e for e in logs[-8:] if "rewards/desirable" in e and "rewards/undesirable" in e]
+    assert _mean(last, "rewards/desirable") > 0 > _mean(last, "rewards/undesirable")
     (cache,) = tmp_path.glob("rdo-ref-logps-*.pt")  # reference log-probs of examples and KL rows, precomputed
     assert set(torch.load(cache)) == {"rdo_row", "rdo_example", "ref_logps", "ref_kl_logps"}
 
@@ -195,3 +205,16 @@ def test_alpha_zero_is_plain_kto_step_by_step(tiny_model, tmp_path):
     rc = step_logs(run_align(tiny_model, tmp_path / "b.jsonl", tmp_path / "c", "kto", "--alpha", "1", *flags))
     assert [e["loss"] for e in zero] == [e["loss"] for e in plain]  # exactly
     assert [e["loss"] for e in rc] != [e["loss"] for e in plain]
+
+
+def test_missing_coefficient_on_unpaired_rows_suggests_what_works(tiny_model, tmp_path, capsys):
+    """`rdo score` refuses unpaired rows, so the error must not send the user there alone."""
+    from rdo.cli import main
+
+    data = write_jsonl(tmp_path / "kto.jsonl", synthetic_unpaired(4, with_coef=False))
+    code = main(["align", "--model_name_or_path", str(tiny_model), "--dataset_name", str(data), "--output_dir",
+                 str(tmp_path / "o"), "--method", "kto", "--use_cpu", "true", "--report_to", "none"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "row 1, field 'rdo_reward_diff': missing coefficient" in err
+    assert "--alpha 0" in err and "score the pairs" in err

@@ -104,11 +104,13 @@ def test_step_without_padding_responses_is_unchanged(model, tokenizer):
     torch.testing.assert_close(batched["rrhf/sft"][:1], alone["rrhf/sft"], atol=1e-5, rtol=1e-5)
 
 
-def test_rrhf_trains_on_ranked_rows_with_mixed_k(tiny_model, tmp_path):
+def test_rrhf_trains_on_ranked_rows_with_mixed_k(tiny_model, tmp_path, caplog):
     rows = synthetic_ranked(24, seed=1, k_range=(2, 6))
     assert {len(r["responses"]) for r in rows} == {2, 3, 4, 5, 6}
     data = write_jsonl(tmp_path / "ranked.jsonl", rows)
-    metrics = run_align(tiny_model, data, tmp_path / "out", "rrhf", "--num_train_epochs", "3")
+    with caplog.at_level("WARNING", logger="rdo.align"):
+        metrics = run_align(tiny_model, data, tmp_path / "out", "rrhf", "--num_train_epochs", "3")
+    assert "have no 'rdo_reward_diff' column, so R_ij = scores[j] - scores[i]" in caplog.text  # the fallback is said
     logs = step_logs(metrics)
     assert len(logs) == 18  # 6 batches of 4 prompts x 3 epochs
     for key in ("rrhf/ranking", "rrhf/sft", "rrhf/pair_accuracy", "weights/mean", "loss/unweighted"):
@@ -141,8 +143,14 @@ def test_pairs_become_k2_rows_carrying_the_pair_weight(tiny_model, tokenizer, tm
 
 def test_rrhf_trains_on_pairs(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(16))
-    logs = step_logs(run_align(tiny_model, data, tmp_path / "out", "rrhf", "--num_train_epochs", "2"))
-    assert logs[-1]["loss"] < logs[0]["loss"]
+    logs = step_logs(run_align(tiny_model, data, tmp_path / "out", "rrhf", "--num_train_epochs", "3", "--alpha", "0",
+                               "--rrhf_sft_weight", "0.5"))
+    for e in logs:  # L = ranking + sft_weight * SFT, each term logged on its own
+        assert e["loss"] == pytest.approx(e["rrhf/ranking"] + 0.5 * e["rrhf/sft"], rel=1e-5)
+        assert e["loss/unweighted"] == pytest.approx(e["rrhf/ranking"], rel=1e-6)  # alpha = 0: one pair per row, weight 1
+    mean = lambda entries, key: sum(e[key] for e in entries) / len(entries)  # noqa: E731
+    assert mean(logs[-4:], "loss") < mean(logs[:4], "loss")
+    assert mean(logs[-4:], "rrhf/pair_accuracy") > mean(logs[:4], "rrhf/pair_accuracy")
 
 
 def _ranked_with_matrix(n: int) -> list[dict]:

@@ -80,21 +80,56 @@ def _cfg(tmp_path, **kw):
                        report_to="none", **kw)
 
 
-@pytest.mark.parametrize("method,beta", [("dpo", 0.1), ("ipo", 0.1), ("kto", 0.1), ("simpo", 2.0), ("rrhf", 0.1)])
+@pytest.mark.parametrize("method,beta", [("dpo", 0.1), ("ipo", 0.1), ("kto", 0.1), ("simpo", 2.0), ("rrhf", None)])
 def test_beta_default_depends_on_the_method(tmp_path, method, beta):
     assert _cfg(tmp_path, method=method).beta == beta
-    assert _cfg(tmp_path, method=method, beta=0.7).beta == 0.7
+    if beta is not None:
+        assert _cfg(tmp_path, method=method, beta=0.7).beta == 0.7
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("rrhf_length_penalty", -1.0, "rrhf_length_penalty"),
-    ("rrhf_sft_weight", -0.1, "rrhf_sft_weight"),
-    ("kto_desirable_weight", 0.0, "kto_desirable_weight"),
-    ("kto_undesirable_weight", -1.0, "kto_undesirable_weight"),
+@pytest.mark.parametrize("method,field,value,message", [
+    ("rrhf", "rrhf_length_penalty", -1.0, "rrhf_length_penalty -1.0 must be >= 0"),
+    ("rrhf", "rrhf_sft_weight", -0.1, "rrhf_sft_weight -0.1 must be >= 0"),
+    ("kto", "kto_desirable_weight", 0.0, "must be > 0"),
+    ("kto", "kto_undesirable_weight", -1.0, "must be > 0"),
 ])
-def test_method_fields_are_validated(tmp_path, field, value, message):
+def test_method_fields_are_validated(tmp_path, method, field, value, message):
     with pytest.raises(ValueError, match=message):
-        _cfg(tmp_path, **{field: value})
+        _cfg(tmp_path, method=method, **{field: value})
+
+
+# a valid, non-default value of every method-specific option
+SET_VALUES = {"beta": 0.3, "label_smoothing": 0.1, "ipo_average_log_ratios": False, "simpo_gamma": 1.0,
+              "rrhf_length_penalty": 0.5, "rrhf_sft_weight": 0.5, "kto_desirable_weight": 1.2,
+              "kto_undesirable_weight": 0.9, "precompute_ref": False, "ref_model_name_or_path": "ref", "ref_cache_dir": "c"}
+
+
+def test_every_method_refuses_the_options_it_does_not_read_and_accepts_its_own(tmp_path):
+    """label_smoothing was silently ignored by IPO, KTO and RRHF; now each option is read or refused."""
+    from rdo.methods import METHOD_OPTIONS, REGISTRY
+
+    assert set(METHOD_OPTIONS) == set(SET_VALUES)
+    refused = {}
+    for name, method in REGISTRY.items():
+        for option, value in SET_VALUES.items():
+            if option in method.reads:
+                assert getattr(_cfg(tmp_path, method=name, **{option: value}), option) == value
+            else:
+                with pytest.raises(ValueError, match=rf"--method {name} does not use --{option} \(read by "):
+                    _cfg(tmp_path, method=name, **{option: value})
+                refused.setdefault(option, []).append(name)
+    assert sorted(refused["label_smoothing"]) == ["ipo", "kto", "rrhf"]  # the issue's three
+    assert refused["beta"] == ["rrhf"] and sorted(refused["ref_model_name_or_path"]) == ["rrhf", "simpo"]
+    assert "ipo_average_log_ratios" in refused and "simpo_gamma" in refused
+
+
+def test_an_unused_option_is_one_line_from_the_cli(capsys, tmp_path):
+    from rdo.cli import main
+
+    code = main(["align", "--model_name_or_path", "m", "--dataset_name", "d.jsonl", "--output_dir", str(tmp_path),
+                 "--method", "ipo", "--label_smoothing", "0.1"])
+    assert code == 2
+    assert "--method ipo does not use --label_smoothing (read by dpo, simpo)" in capsys.readouterr().err
 
 
 def test_method_data_kinds_are_checked(tiny_model, tmp_path, capsys):

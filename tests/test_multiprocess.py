@@ -15,6 +15,15 @@ from conftest import synthetic_pairs, write_jsonl
 WORKER = Path(__file__).parent / "scripts" / "mp_align_worker.py"
 
 
+def free_port() -> int:
+    """A port no process listens on now (a fixed one collides with another run or test on the machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.multiproc
 def test_two_processes_keep_each_weight_on_its_row(tiny_model, tmp_path):
     rows = synthetic_pairs(24, seed=5)
@@ -22,7 +31,7 @@ def test_two_processes_keep_each_weight_on_its_row(tiny_model, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          str(WORKER), str(tiny_model), str(data), str(out)],
         env=env, capture_output=True, text=True, timeout=600,
     )

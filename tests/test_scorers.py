@@ -17,14 +17,14 @@ from rdo.scorers import (
     load_scorer, parse_template, resolve_template,
 )
 from rdo.train_scorers import DifferenceCollator, RewardCollator, difference_step, reward_step
-from scorer_helpers import learnable_pairs, trained_scorers
+from scorer_helpers import learnable_pairs
 
 BOS, EOS, PAD = 1, 2, 0
 
 
 @pytest.fixture(scope="session")
-def scorers(tiny_model, tmp_path_factory):
-    return trained_scorers(tiny_model, tmp_path_factory.mktemp("scorers"))
+def scorers(trained_scorers):
+    return trained_scorers
 
 
 def b(text: str, tokenizer) -> list[int]:

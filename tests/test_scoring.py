@@ -12,12 +12,12 @@ from rdo.cli import main
 from rdo.config import ScoreConfig
 from rdo.scorers import load_scorer
 from rdo.scoring import rank_by, score
-from scorer_helpers import learnable_pairs, ranked_rows, trained_scorers
+from scorer_helpers import learnable_pairs, ranked_rows
 
 
 @pytest.fixture(scope="session")
-def scorers(tiny_model, tmp_path_factory):
-    return trained_scorers(tiny_model, tmp_path_factory.mktemp("scorers"))
+def scorers(trained_scorers):
+    return trained_scorers
 
 
 def read_jsonl(path) -> list[dict]:

@@ -16,7 +16,7 @@ from rdo.data import DataError, load_records
 from rdo.data.convert import convert_records, row_key
 from rdo.data.tokenize import Encoder, encode_records
 from rdo.methods import Method, get_method
-from rdo.models import add_lora, load_causal_lm, load_tokenizer, save_trained
+from rdo.models import add_lora, disable_dropout, load_causal_lm, load_tokenizer, save_trained
 from rdo.reference import default_cache_dir, load_or_compute
 
 log = logging.getLogger("rdo.align")
@@ -84,7 +84,8 @@ def _ranked_weights(source: str, policy: CoefficientPolicy, records: list[dict],
             "Add it to every row, or drop the column so R is taken from the scores",
         )
     if coef_column is not None and not any(has):
-        log.info("coefficients: no %r column on the ranked rows; R_ij = scores[j] - scores[i]", coef_column)
+        log.warning("coefficients: the ranked rows have no %r column, so R_ij = scores[j] - scores[i] (ranked rows only: "
+                    "pairs and unpaired rows without it are an error; see --coef_column)", coef_column)
     diffs = [r[coef_column] if h else None for r, h in zip(records, has)]
     weights, keep, stats = ranked_weights(policy, [r["scores"] for r in records], diffs)
     stats["unit"] = "ranked pair"
@@ -105,7 +106,7 @@ def align(cfg: AlignConfig) -> dict:
     collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
 
     features, report = prepare_features(cfg, method, tokenizer)
-    model = load_causal_lm(cfg.model_name_or_path, cfg.torch_dtype)
+    model = load_model(cfg, cfg.model_name_or_path)
 
     eval_features = None
     if cfg.eval_dataset_name:
@@ -116,12 +117,16 @@ def align(cfg: AlignConfig) -> dict:
         if eval_features:
             attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name)
 
-    ref_model = None
+    ref_model = None  # a live reference: --ref_model_name_or_path, else a copy of the policy (LoRA: the adapter-disabled base)
+    if method.needs_reference and not cfg.precompute_ref:
+        if cfg.ref_model_name_or_path:
+            ref_model = load_model(cfg, cfg.ref_model_name_or_path)
+        elif cfg.lora_r == 0:
+            ref_model = copy.deepcopy(model)
+        if ref_model is not None:
+            ref_model.requires_grad_(False).eval()
     if cfg.lora_r > 0:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
-    elif method.needs_reference and not cfg.precompute_ref:
-        ref_model = load_causal_lm(cfg.ref_model_name_or_path, cfg.torch_dtype) if cfg.ref_model_name_or_path else copy.deepcopy(model)
-        ref_model.requires_grad_(False).eval()
 
     trainer = RDOTrainer(
         model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
@@ -155,7 +160,7 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
         "columns": list(method.ref_columns),
     }
     if cfg.ref_model_name_or_path:
-        model_fn = lambda: load_causal_lm(ref_id, cfg.torch_dtype).to(cfg.device)  # noqa: E731
+        model_fn = lambda: load_model(cfg, ref_id).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
     # every process computes its share of the rows (rdo.reference.compute_reference_sharded); the main one caches
@@ -166,6 +171,15 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
         for f, v in zip(features, vals):
             f[col] = v
     return str(path)
+
+
+def load_model(cfg: AlignConfig, name_or_path: str):
+    """Policy or reference, with its dropout off under --disable_dropout (the default), so that the policy's
+    train-mode log-probs equal the reference's at step 0 and the log-ratios carry no dropout noise."""
+    model = load_causal_lm(name_or_path, cfg.torch_dtype)
+    if cfg.disable_dropout and (n := disable_dropout(model)):
+        log.info("%s: turned off %d dropout(s) (--disable_dropout)", name_or_path, n)
+    return model
 
 
 def training_autocast(cfg: AlignConfig):

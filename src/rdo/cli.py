@@ -30,31 +30,74 @@ def _load(command: str):
 
 
 def parse_config(config_cls, argv: list[str], prog: str):
-    """Build `config_cls` from `--config file.yaml` (optional) overridden by command-line flags."""
-    import yaml
-    from transformers import HfArgumentParser
+    """Build `config_cls` from `--config file.yaml` (optional) overridden by command-line flags.
 
-    parser = HfArgumentParser(config_cls, prog=prog, description=config_cls.__doc__)
-    parser.add_argument("--config", default=None, help="YAML file with any of these options; flags override it.")
-    if "--config" in argv:
-        path = argv[argv.index("--config") + 1]
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
-        known = {f.name for f in fields(config_cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            parser.error(f"{path}: unknown option(s) {unknown}")
+    The YAML values become the parser's defaults (argparse's own mechanism), so any flag given on the
+    command line wins, and values go through the same type conversion as flags. HfArgumentParser's
+    `parse_yaml_file` cannot be used alone: it builds the dataclass from the file without any flags.
+    """
+    parser = build_parser(config_cls, prog)
+    path = _config_path(argv)
+    if path is not None:
+        values = read_yaml_options(config_cls, path, parser)
         parser.set_defaults(**values)
-        # required fields given in YAML must not still be demanded on the command line
-        for action in parser._actions:
+        for action in parser._actions:  # required fields given in the file must not still be demanded as flags
             if action.dest in values:
                 action.required = False
-    # returns the dataclass, a namespace holding --config, then any unknown strings
-    cfg, *_, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    _, rest = parser.parse_known_args(argv)  # before building the config, whose checks would speak first
     rest = [a for a in rest if a]
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    # returns the dataclass, then a namespace holding --config
+    cfg, _ = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     return cfg
+
+
+def build_parser(config_cls, prog: str):
+    """The command's parser: one flag per field, its help the field's one line, plus --config."""
+    from transformers import HfArgumentParser
+
+    # no abbreviations: `--conf x` or `--lr 1` must not silently mean another flag
+    parser = HfArgumentParser(config_cls, prog=prog, description=config_cls.__doc__, allow_abbrev=False)
+    parser.add_argument("--config", default=None, help="YAML file with any of these options; flags override it.")
+    for action in parser._actions:  # argparse %-formats help strings: a literal "95%" must not break --help
+        if action.help:
+            action.help = action.help.replace("%", "%%")
+    return parser
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The --config value, written `--config f.yaml` or `--config=f.yaml` (argparse parses both)."""
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.config
+
+
+def read_yaml_options(config_cls, path: str, parser) -> dict:
+    """The options in a YAML file, each one a field of `config_cls`; anything else is a one-line error."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except OSError as e:
+        parser.error(f"--config {path}: {e.strerror}")
+    except yaml.YAMLError as e:
+        parser.error(f"--config {path}: not valid YAML ({' '.join(str(e).split())})")
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: expected a mapping of option: value, got {type(values).__name__}")
+    known = {f.name for f in fields(config_cls) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        parser.error(f"{path}: unknown option(s) {', '.join(map(str, unknown))} (see {parser.prog} --help)")
+    for action in parser._actions:  # argparse checks choices of flags only, not of defaults
+        if action.choices and action.dest in values and values[action.dest] not in action.choices:
+            parser.error(f"{path}: {action.dest}: {values[action.dest]!r} is not one of {', '.join(map(str, action.choices))}")
+    return values
 
 
 def _usage(prefix: str = "") -> None:

@@ -22,20 +22,77 @@ def arg(default, help: str, **kw):
 
 
 METHODS = ("dpo", "ipo", "rrhf", "kto", "simpo")
-DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "simpo": 2.0, "rrhf": 0.1}  # β's scale differs by method
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "simpo": 2.0}  # β's scale differs by method; RRHF has none
+DTYPE_CHOICES = ["auto", "float32", "bfloat16", "float16"]
+
+
+# --- options shared by several commands: each field has one home ---------------------------------
+
+@dataclass
+class DatasetOptions:
+    """The data a command reads (every command)."""
+
+    dataset_name: str | None = arg(None, "Preference data: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.")
+    dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
+    skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
 
 
 @dataclass
-class AlignConfig(TrainingArguments):
+class EvalDatasetOptions:
+    """Held-out data evaluated during training (the training commands)."""
+
+    eval_dataset_name: str | None = arg(None, "Optional held-out preference data, evaluated unweighted (loss, accuracy, margins) at each evaluation.")
+    eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
+
+    def evaluate_each_epoch_when_given(self) -> None:
+        """A held-out set is given to be evaluated: without an --eval_strategy, evaluate each epoch."""
+        if self.eval_dataset_name and str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
+            self.eval_strategy = "epoch"
+
+
+@dataclass
+class DtypeOptions:
+    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=DTYPE_CHOICES)
+
+
+@dataclass
+class LoraOptions:
+    lora_r: int = arg(0, "LoRA rank; 0 trains all weights (a scorer's new head is always fully trained).")
+    lora_alpha: int = arg(16, "LoRA scaling α.")
+    lora_dropout: float = arg(0.05, "LoRA dropout (kept under --disable_dropout, which turns off the base model's own).")
+    lora_target_modules: str = arg("all-linear", "Comma-separated module names to adapt, or all-linear.")
+
+
+@dataclass
+class TruncationOptions:
+    max_length: int = arg(1024, "Max tokens of prompt + response; responses are cut from the right, EOS kept.")
+    max_prompt_length: int | None = arg(512, "Max prompt tokens; longer prompts lose their beginning.")
+
+    @property
+    def truncation(self) -> Truncation:
+        return Truncation(self.max_length, self.max_prompt_length)
+
+
+@dataclass
+class TrainerDefaults:
+    """Trainer options whose defaults differ from transformers' (listed before TrainingArguments, so they win)."""
+
+    pad_to_multiple_of: int = arg(1, "Pad batch length to a multiple of this (8 helps tensor cores).")
+    disable_dropout: bool = arg(True, "Turn off the model's dropout (as TRL does), so log-probs and scores are deterministic; --no-disable-dropout keeps it.")
+    remove_unused_columns: bool = arg(False, "Keep the per-row columns (weight, reference log-probs, row id, margin) the loss needs.")
+    train_sampling_strategy: str = arg("random", "Sampler: random (default: fresh batches every epoch), group_by_length (less padding; see README) or sequential.")
+    logging_steps: float = arg(10, "Log every N steps.")
+    save_strategy: str = arg("no", "Checkpoint strategy (the final model is always saved).")
+
+
+@dataclass
+class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, TrainingArguments):
     """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
-    dataset_name: str | None = arg(None, "Preference data: .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.")
-    dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
-    eval_dataset_name: str | None = arg(None, "Optional held-out preference data, evaluated unweighted (loss, reward accuracy and margins) at each evaluation.")
-    eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
     method: str = arg("dpo", "Alignment loss: dpo/ipo/simpo train on pairs, rrhf on ranked rows (or pairs), kto on unpaired rows (or pairs).", choices=list(METHODS))
-    beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO (default 0.1); reward scale for SimPO (default 2.0); unused by RRHF.")
+    # --- method options: each method reads only its own (rdo.methods registry); others are refused ---
+    beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO (default 0.1); reward scale for SimPO (default 2.0); not used by RRHF.")
     label_smoothing: float = arg(0.0, "Conservative DPO/SimPO: assumed fraction ε of flipped labels (0 = the plain loss).")
     ipo_average_log_ratios: bool = arg(True, "IPO: average log-ratios per token (TRL's convention) instead of summing.")
     simpo_gamma: float = arg(0.5, "SimPO: target reward margin γ, in reward units (after scaling by β).")
@@ -45,37 +102,21 @@ class AlignConfig(TrainingArguments):
     kto_undesirable_weight: float = arg(1.0, "KTO: λ_U, the loss weight of undesirable examples.")
     # --- reward difference coefficients (paper Eq. 2) ---
     alpha: float = arg(0.5, "Exponent α on the reward difference R: weight = R^α. 0 = the plain method, exactly.")
-    coef_column: str = arg("rdo_reward_diff", "Column holding the raw reward difference R (written by `rdo score`).")
+    coef_column: str = arg("rdo_reward_diff", "Column holding the raw reward difference R (written by `rdo score`). Pairs and unpaired rows must carry it when α > 0; ranked rows without it take R_ij = scores[j] - scores[i] (logged).")
     coef_nonpositive: str = arg("clip", "What R <= 0 means: clip (raise to --coef_floor), drop the pair, or abs.", choices=list(NONPOSITIVE))
     coef_floor: float = arg(1e-2, "Smallest R used in R^α under clip/abs, so doubted pairs count little but not zero.")
     coef_normalize: str = arg("mean", "Rescale weights to mean 1 over the dataset (mean), or use R^α as is (none, the paper).", choices=list(NORMALIZE))
-    # --- data ---
-    max_length: int = arg(1024, "Max tokens of prompt + response; responses are cut from the right, EOS kept.")
-    max_prompt_length: int | None = arg(512, "Max prompt tokens; longer prompts lose their beginning.")
-    skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
-    pad_to_multiple_of: int = arg(1, "Pad batch length to a multiple of this (8 helps tensor cores).")
     # --- reference model ---
     precompute_ref: bool = arg(True, "Compute reference log-probs once before training and cache them (the reference is then not held in memory).")
-    ref_model_name_or_path: str | None = arg(None, "Reference model; default: the policy's initial weights (or the base with LoRA disabled).")
+    ref_model_name_or_path: str | None = arg(None, "Reference model (precomputed or live, with or without LoRA); default: the policy's initial weights (with LoRA: the base, adapter disabled).")
     ref_cache_dir: str | None = arg(None, "Where cached reference log-probs go (default: next to a local data file, else ~/.cache/rdo).")
-    # --- model ---
-    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
-    lora_r: int = arg(0, "LoRA rank; 0 trains all weights.")
-    lora_alpha: int = arg(16, "LoRA scaling α.")
-    lora_dropout: float = arg(0.05, "LoRA dropout.")
-    lora_target_modules: str = arg("all-linear", "Comma-separated module names to adapt, or all-linear.")
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-6, "Peak learning rate (DPO-scale default).")
-    remove_unused_columns: bool = arg(False, "Keep the per-row columns (weight, reference log-probs, row id) the loss needs.")
-    train_sampling_strategy: str = arg("group_by_length", "Sampler: group_by_length (default, cuts padding), random or sequential.")
-    logging_steps: float = arg(10, "Log every N steps.")
-    save_strategy: str = arg("no", "Checkpoint strategy (the final model is always saved).")
 
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("set --output_dir: where the trained model, config and metrics go")
-        if self.eval_dataset_name and str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
-            self.eval_strategy = "epoch"  # a held-out set is given to be evaluated
+        self.evaluate_each_epoch_when_given()
         super().__post_init__()
         if not self.model_name_or_path:
             raise ValueError("set --model_name_or_path to the policy model (a local folder or a hub id)")
@@ -83,11 +124,14 @@ class AlignConfig(TrainingArguments):
             raise ValueError("set --dataset_name to a preference data file, a save_to_disk folder or a hub id")
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r}: choose one of {METHODS}")
+        from rdo.methods import check_method_options
+
+        check_method_options(self)  # an option the method does not read is an error, not silently ignored
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"--label_smoothing {self.label_smoothing} must be in [0, 0.5)")
         if self.beta is None:
-            self.beta = DEFAULT_BETA[self.method]
-        if self.beta <= 0:
+            self.beta = DEFAULT_BETA.get(self.method)
+        if self.beta is not None and self.beta <= 0:
             raise ValueError(f"--beta {self.beta} must be > 0")
         if self.rrhf_length_penalty < 0:
             raise ValueError(f"--rrhf_length_penalty {self.rrhf_length_penalty} must be >= 0 (0 ranks by summed log-probs)")
@@ -103,10 +147,6 @@ class AlignConfig(TrainingArguments):
         return CoefficientPolicy(self.alpha, self.coef_nonpositive, self.coef_floor, self.coef_normalize)
 
     @property
-    def truncation(self) -> Truncation:
-        return Truncation(self.max_length, self.max_prompt_length)
-
-    @property
     def uses_coefficients(self) -> bool:
         return self.alpha != 0
 
@@ -118,33 +158,19 @@ RANK_WITH = ("data", "reward", "difference")
 
 
 @dataclass
-class _ScorerTrainConfig(TrainingArguments):
-    """Fields shared by `rdo train-rm` and `rdo train-diff` (not a command itself)."""
+class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, TrainingArguments):
+    """Fields shared by `rdo train-rm` and `rdo train-diff` (not a command itself). Ranked rows are expanded into pairs."""
 
     model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.")
-    dataset_name: str | None = arg(None, "Preference data (pairs, or ranked rows expanded into pairs): a file, a save_to_disk folder or a hub id.")
-    dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
-    eval_dataset_name: str | None = arg(None, "Optional held-out preference data; loss and accuracy are logged on it at each evaluation.")
-    eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
-    skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
     head_learning_rate: float = arg(1e-4, "Learning rate of the new score head (the paper: 1e-4; --learning_rate is the backbone's, 1e-5).")
-    pad_to_multiple_of: int = arg(1, "Pad batch length to a multiple of this (8 helps tensor cores).")
-    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
-    lora_r: int = arg(0, "LoRA rank; 0 trains all weights. The score head is always fully trained.")
-    lora_alpha: int = arg(16, "LoRA scaling α.")
-    lora_dropout: float = arg(0.05, "LoRA dropout.")
-    lora_target_modules: str = arg("all-linear", "Comma-separated module names to adapt, or all-linear.")
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-5, "Peak learning rate of the backbone (the paper: 1e-5).")
     num_train_epochs: float = arg(1.0, "Epochs (the paper trains scorers for one).")
-    remove_unused_columns: bool = arg(False, "Keep the per-row columns (row id, margin) the loss needs.")
-    train_sampling_strategy: str = arg("group_by_length", "Sampler: group_by_length (default, cuts padding), random or sequential.")
-    logging_steps: float = arg(10, "Log every N steps.")
-    save_strategy: str = arg("no", "Checkpoint strategy (the final model is always saved).")
 
     def __post_init__(self):
         if self.output_dir is None:
             raise ValueError("set --output_dir: where the trained scorer (a Hugging Face folder + rdo.json) goes")
+        self.evaluate_each_epoch_when_given()
         super().__post_init__()
         if not self.model_name_or_path:
             raise ValueError("set --model_name_or_path to the base causal LM (a local folder or a hub id)")
@@ -154,17 +180,11 @@ class _ScorerTrainConfig(TrainingArguments):
             raise ValueError("--learning_rate and --head_learning_rate must be > 0")
         self.truncation  # validates max_length / max_prompt_length now, with their messages
 
-    @property
-    def truncation(self) -> Truncation:
-        return Truncation(self.max_length, self.max_prompt_length)
-
 
 @dataclass
 class TrainRMConfig(_ScorerTrainConfig):
     """`rdo train-rm`: a pointwise Bradley–Terry reward model r(x, y) on any causal LM (paper Eq. 3)."""
 
-    max_length: int = arg(1024, "Max tokens of prompt + response; responses are cut from the right, EOS kept.")
-    max_prompt_length: int | None = arg(512, "Max prompt tokens; longer prompts lose their beginning.")
     margin_column: str = arg("margin", "Optional per-row column m for the loss -log σ(r_w - r_l - m); ignored when the data has no such column.")
 
 
@@ -187,7 +207,19 @@ class TrainDiffConfig(_ScorerTrainConfig):
 
 
 @dataclass
-class ScoreConfig:
+class ScorerRunOptions:
+    """How `rdo score` and `rdo eval accuracy` load and run a trained scorer."""
+
+    scorer: str | None = arg(None, "Scorer folder written by `rdo train-rm` or `rdo train-diff` (its rdo.json says which).")
+    batch_size: int = arg(32, "Sequences per forward pass (batches are sorted by length, so little is padding).")
+    max_batch_tokens: int | None = arg(None, "Also cap padded tokens per forward, so batches of long sequences shrink (0: no cap). Default: 1024 on CPU (big batches of long sequences only thrash its caches), no cap on GPU.")
+    max_length: int | None = arg(None, "Override the scorer's max_length from rdo.json.")
+    max_prompt_length: int | None = arg(None, "Override the scorer's max_prompt_length from rdo.json.")
+    device: str = arg("auto", "Device: auto (cuda when available), cpu, cuda, cuda:1, ...")
+
+
+@dataclass
+class ScoreConfig(ScorerRunOptions, DtypeOptions, DatasetOptions):
     """`rdo score`: add the reward difference R (and pointwise scores) to every row of a preference dataset.
 
     Cross-fitting (--folds K) trains K scorers with the recipe of --scorer, each on K-1 folds, and scores
@@ -195,23 +227,13 @@ class ScoreConfig:
     data each, about (K-1)x the training compute of one scorer (4x for K=5), plus the usual single scoring pass.
     """
 
-    scorer: str | None = arg(None, "Scorer folder written by `rdo train-rm` or `rdo train-diff` (its rdo.json says which).")
-    dataset_name: str | None = arg(None, "Preference data to score: a file, a save_to_disk folder or a hub id.")
     output: str | None = arg(None, "Output .jsonl (or .parquet): the input rows unchanged plus rdo_reward_diff (and rdo_score_* for reward models).")
-    dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
     symmetrize: bool = arg(True, "Difference model: R = (f(x,y_w,y_l) - f(x,y_l,y_w)) / 2 (two passes). --no-symmetrize: the paper's single pass f(x,y_w,y_l).")
     rank_with: str = arg("data", "Ranked rows: keep the data's `scores` (data), or re-rank responses with the scorer (reward, or difference = the paper's 'RRHF (diff)'); the old scores are kept as scores_original.", choices=list(RANK_WITH))
-    batch_size: int = arg(32, "Sequences per forward pass (batches are sorted by length, so little is padding); a resumed run may lower it.")
-    max_batch_tokens: int | None = arg(None, "Also cap padded tokens per forward, so batches of long sequences shrink (0: no cap). Default: 1024 on CPU (big batches of long sequences only thrash its caches), no cap on GPU.")
     shard_size: int = arg(1024, "Rows per shard written to <output>.shards/; a killed run resumes from its complete shards (with any shard size).")
     dup_check_rows: int = arg(256, "Difference model: also score f(x, y, y) on this many rows to report the mean |f(x,y,y)| residual (0: skip).")
     folds: int = arg(1, "Cross-fitting: K > 1 trains K scorers with --scorer's recipe (about (K-1)x one training) so no row is scored in-sample.")
     seed: int = arg(0, "Cross-fitting: seed of the fold split (fold k trains with the recipe's seed + k).")
-    max_length: int | None = arg(None, "Override the scorer's max_length from rdo.json.")
-    max_prompt_length: int | None = arg(None, "Override the scorer's max_prompt_length from rdo.json.")
-    device: str = arg("auto", "Device: auto (cuda when available), cpu, cuda, cuda:1, ...")
-    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
-    skip_invalid: bool = arg(False, "Leave invalid rows out of the output (counted and reported) instead of stopping at the first.")
     overwrite: bool = arg(False, "Discard shards of an earlier, different run instead of refusing to mix them.")
     keep_shards: bool = arg(False, "Keep <output>.shards/ after the output is complete.")
 
@@ -232,25 +254,16 @@ class ScoreConfig:
 
 
 @dataclass
-class EvalAccuracyConfig:
+class EvalAccuracyConfig(ScorerRunOptions, DtypeOptions, DatasetOptions):
     """`rdo eval accuracy`: pairwise accuracy of a reward or difference model on held-out preference data."""
 
-    scorer: str | None = arg(None, "Scorer folder written by `rdo train-rm` or `rdo train-diff`.")
-    dataset_name: str | None = arg(None, "Held-out preference data (pairs, or ranked rows: every pair with different scores counts).")
     dataset_split: str = arg("test", "Split to read from a dataset folder or hub id.")
     output: str | None = arg(None, "Write the metrics JSON here (default: print it after the table).")
     symmetrize: bool = arg(True, "Difference model: judge by the antisymmetrised R (both orders); the single-pass accuracy is reported too.")
     bootstrap: int = arg(1000, "Bootstrap resamples for the 95% interval (0: none).")
     num_bins: int = arg(5, "Confidence table: equal-count bins of |R| (the paper's Table 15).")
     bin_edges: str | None = arg(None, "Confidence table: explicit comma-separated |R| edges instead, e.g. 0,0.5,1,2.")
-    batch_size: int = arg(32, "Sequences per forward pass.")
-    max_batch_tokens: int | None = arg(None, "Also cap padded tokens per forward (0: no cap; default: 1024 on CPU, no cap on GPU).")
-    max_length: int | None = arg(None, "Override the scorer's max_length from rdo.json.")
-    max_prompt_length: int | None = arg(None, "Override the scorer's max_prompt_length from rdo.json.")
     seed: int = arg(0, "Seed for the bootstrap.")
-    device: str = arg("auto", "Device: auto (cuda when available), cpu, cuda, ...")
-    torch_dtype: str = arg("auto", "Weights dtype: auto, float32, bfloat16 or float16.", choices=["auto", "float32", "bfloat16", "float16"])
-    skip_invalid: bool = arg(False, "Leave invalid rows out (counted and reported) instead of stopping at the first.")
 
     def __post_init__(self):
         for name in ("scorer", "dataset_name"):

@@ -22,6 +22,26 @@ def load_causal_lm(name_or_path: str, torch_dtype: str = "auto"):
     return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[torch_dtype])
 
 
+def disable_dropout(model) -> int:
+    """Turn off all of `model`'s own dropout in place; returns how many dropouts were on.
+
+    TRL's `disable_dropout_in_model` zeroes `nn.Dropout` modules, but many architectures keep an
+    attention dropout as a float they pass to the attention kernel in train mode (Llama's
+    `attention_dropout`, OPT's `dropout`): those are zeroed too. Call it before adding LoRA, so
+    `--lora_dropout` (the adapter's own regulariser) stays as the user set it.
+    """
+    n = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            n += module.p > 0
+            module.p = 0.0
+        for name, value in vars(module).items():
+            if isinstance(value, float) and not isinstance(value, bool) and name.endswith(("dropout", "pdrop")):
+                n += value > 0
+                setattr(module, name, 0.0)
+    return int(n)
+
+
 def add_lora(model, r: int, alpha: int, dropout: float, target_modules: str, task_type: str = "CAUSAL_LM"):
     """Wrap `model` with a fresh LoRA adapter; the base (adapter disabled) is then the reference."""
     try:

@@ -196,11 +196,20 @@ def build_scorer_model(name_or_path: str, tokenizer, torch_dtype: str = "auto"):
     return model
 
 
-def head_parameter_names(model) -> set[str]:
-    """Names of the score head's parameters (everything outside the backbone), with or without LoRA."""
+def head_modules(model) -> list:
+    """The score head's modules (every child of the model outside its backbone), with or without LoRA.
+
+    Module objects, not names: they keep their identity when an engine wraps or renames the model.
+    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    prefix = base.base_model_prefix + "."
-    return {n for n, _ in model.named_parameters() if not n.removeprefix("base_model.model.").startswith(prefix)}
+    backbone = getattr(base, base.base_model_prefix)
+    return [m for m in base.children() if m is not backbone]
+
+
+def head_parameter_names(model) -> set[str]:
+    """Names of the score head's parameters in `model` as it is now (for reports and tests, not for selection)."""
+    head = {id(p) for m in head_modules(model) for p in m.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in head}
 
 
 def resolve_device(device: str) -> torch.device:

@@ -28,7 +28,7 @@ from rdo.data.collate import pad_sequences
 from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
-from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_parameter_names, resolve_template, tokenize_many
+from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, resolve_template, tokenize_many
 from rdo.trainer import MetricsTrainer
 
 log = logging.getLogger("rdo.train_scorers")
@@ -170,11 +170,17 @@ def _is_factory(optimizer_cls) -> bool:
 
 
 class ScorerTrainer(MetricsTrainer):
-    """Trains a reward or difference model: `step` gives per-pair losses, reduced here by a plain mean."""
+    """Trains a reward or difference model: `step` gives per-pair losses, reduced here by a plain mean.
+
+    The score head is found once, here, before any engine wraps the model: FSDP / DeepSpeed rename
+    parameters (`_fsdp_wrapped_module.…`) and FSDP2 replaces them, so `create_optimizer` selects the
+    head's parameters through the head *modules*, which keep their identity, never by name.
+    """
 
     def __init__(self, *args, step, **kwargs):
         super().__init__(*args, **kwargs)
         self.step = step
+        self.head_modules = head_modules(self.model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses, metrics = self.step(self.args, model, inputs)
@@ -188,11 +194,17 @@ class ScorerTrainer(MetricsTrainer):
             return self.optimizer
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        head = head_parameter_names(opt_model)
+        head = {id(p) for m in self.head_modules for p in m.parameters()}  # the parameters the head modules hold now
         groups: dict[tuple[bool, bool], list] = defaultdict(list)
         for name, p in opt_model.named_parameters():
             if p.requires_grad:
-                groups[(name in head, name in decay)].append(p)
+                groups[(id(p) in head, name in decay)].append(p)
+        if not any(is_head for is_head, _ in groups) or all(is_head for is_head, _ in groups):
+            raise RuntimeError(
+                "could not tell the score head's parameters from the backbone's in the wrapped model "
+                f"({sum(map(len, groups.values()))} trainable tensors); --head_learning_rate needs the original parameters "
+                "(FSDP: use_orig_params=True, or FSDP2)"
+            )
         param_groups = [
             {"params": ps, "lr": self.args.head_learning_rate if is_head else self.args.learning_rate,
              "weight_decay": self.args.weight_decay if decays else 0.0}
@@ -237,7 +249,7 @@ def _features(cfg, kind: str, tokenizer, source: str, split: str, diff_encoder) 
 def _train(cfg, kind: str) -> dict:
     from datasets import Dataset
 
-    from rdo.models import add_lora, load_tokenizer
+    from rdo.models import add_lora, disable_dropout, load_tokenizer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
@@ -250,6 +262,8 @@ def _train(cfg, kind: str) -> dict:
         eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
 
     model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype)
+    if cfg.disable_dropout and (n := disable_dropout(model)):  # before LoRA: --lora_dropout is kept
+        log.info("%s: turned off %d dropout(s) (--disable_dropout)", cfg.model_name_or_path, n)
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
     if kind == "reward":

@@ -42,10 +42,10 @@ class MetricsTrainer(Trainer):
         check_engine(self.args, self.accelerator)
         self._metrics = {"train": defaultdict(lambda: [0.0, 0.0]), "eval": defaultdict(lambda: [0.0, 0.0])}
 
-    def record_metrics(self, model, values: dict[str, torch.Tensor]) -> None:
+    def record_metrics(self, model, values: dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Accumulate each metric's (sum, count); a (numerator, denominator) pair is logged as sum(num) / sum(den)."""
         mode = "train" if model.training else "eval"
-        sums = torch.stack([torch.stack([v.detach().float().sum(), v.new_tensor(v.numel(), dtype=torch.float32)])
-                            for v in values.values()])  # (M, 2)
+        sums = torch.stack([_sum_count(v) for v in values.values()])  # (M, 2)
         sums = self.accelerator.gather(sums.unsqueeze(0)).sum(0)  # (M, 2) over processes
         for name, (total, count) in zip(values, sums.tolist()):
             acc = self._metrics[mode][name]
@@ -68,11 +68,18 @@ class MetricsTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def _sum_count(v) -> torch.Tensor:
+    if isinstance(v, tuple):
+        num, den = v
+        return torch.stack([num.detach().float().sum(), den.detach().float().sum()])
+    return torch.stack([v.detach().float().sum(), v.new_tensor(v.numel(), dtype=torch.float32)])
+
+
 class RDOTrainer(MetricsTrainer):
     """Trains `model` with `method`'s loss, each unit weighted by its row's coefficient.
 
-    `ref_model`: a separate live reference (only with `precompute_ref=False` and no LoRA).
-    With LoRA and no precomputation, the reference is the same model with its adapter disabled.
+    `ref_model`: a separate live reference (only with `precompute_ref=False`). With LoRA, no
+    precomputation and no separate reference, the reference is the same model with its adapter disabled.
     """
 
     def __init__(self, *args, method: Method, ref_model=None, **kwargs):
@@ -115,5 +122,19 @@ class RDOTrainer(MetricsTrainer):
         return (loss, {}) if return_outputs else loss
 
     def _record(self, model, out: StepOutput) -> None:
-        per_row = out.losses.detach().reshape(out.losses.shape[0], -1).sum(1)  # (B,); RRHF: a prompt's pairs summed
-        self.record_metrics(model, {"loss/unweighted": per_row, **out.metrics})
+        """Log the losses under names that say what they are (README, "What is logged").
+
+        `loss` (Trainer's key) is the objective the step minimised: mean over rows of weight x loss
+        (+ RRHF's SFT term), so it moves with each batch's mean weight. `loss/unweighted` is the
+        plain mean loss; `loss/weighted` is sum(w l) / sum(w), the weighted average, which does not
+        (both over the logging window; for RRHF a prompt's pairs are summed, its weight their mean).
+        """
+        b = out.losses.shape[0]
+        losses = out.losses.detach().reshape(b, -1)  # (B, units per row): 1, or RRHF's K x K pairs
+        weights = out.weights.detach().to(losses.dtype).reshape(b, -1)  # (B, units per row)
+        row_weight = weights.sum(1) / (weights > 0).sum(1).clamp(min=1)  # (B,) the mean weight of a row's units
+        self.record_metrics(model, {
+            "loss/unweighted": losses.sum(1),  # (B,)
+            "loss/weighted": ((weights * losses).sum(1), row_weight),  # (B,), (B,)
+            **out.metrics,
+        })

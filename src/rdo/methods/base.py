@@ -13,6 +13,9 @@ from typing import Callable
 import torch
 
 
+REFERENCE_OPTIONS = ("precompute_ref", "ref_model_name_or_path", "ref_cache_dir")  # read by methods with a reference
+
+
 @dataclass
 class StepOutput:
     losses: torch.Tensor  # per unit; the first dim is the batch: (B,) pairs/examples, (B, K, K) RRHF pairs
@@ -32,6 +35,12 @@ class Method:
     ref_columns: tuple[str, ...] = ()  # per-row reference values cached by precomputation
     ref_step: Callable | None = None  # (model, batch) -> {column: (B,)} under inference_mode
     prepare: Callable | None = None  # (features, cfg) -> features: last per-row set-up after weighting
+    options: tuple[str, ...] = ()  # the method-specific AlignConfig fields `step` reads; setting any other is refused
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every method-specific option the method uses: its own, plus the reference's when it has one."""
+        return self.options + (REFERENCE_OPTIONS if self.needs_reference else ())
 
     @property
     def data_kind(self) -> str:

@@ -72,7 +72,7 @@ def _pair_collator(pad_id: int, multiple_of: int):
 
 
 DPO = Method("dpo", ("pair",), PAIR_FIELDS, _pair_collator, dpo_step,
-             needs_reference=True, ref_columns=REF_COLUMNS, ref_step=pair_reference)
+             needs_reference=True, ref_columns=REF_COLUMNS, ref_step=pair_reference, options=("beta", "label_smoothing"))
 IPO = Method("ipo", ("pair",), PAIR_FIELDS, _pair_collator, ipo_step,
-             needs_reference=True, ref_columns=REF_COLUMNS, ref_step=pair_reference)
-SIMPO = Method("simpo", ("pair",), PAIR_FIELDS, _pair_collator, simpo_step)
+             needs_reference=True, ref_columns=REF_COLUMNS, ref_step=pair_reference, options=("beta", "ipo_average_log_ratios"))
+SIMPO = Method("simpo", ("pair",), PAIR_FIELDS, _pair_collator, simpo_step, options=("beta", "simpo_gamma", "label_smoothing"))
