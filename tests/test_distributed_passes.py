@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import synthetic_pairs, write_jsonl
-from scorer_helpers import learnable_pairs, trained_scorers
+from scorer_helpers import learnable_pairs
 
 WORKER = Path(__file__).parent / "scripts" / "mp_passes_worker.py"
 
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 @pytest.mark.multiproc
-def test_two_processes_equal_one(tiny_model, tmp_path):
+def test_two_processes_equal_one(tiny_model, trained_scorers, tmp_path):
     from safetensors.torch import load_file
 
     from rdo.align import align
@@ -34,7 +34,7 @@ def test_two_processes_equal_one(tiny_model, tmp_path):
     from rdo.evaluate.accuracy import eval_accuracy
     from rdo.scoring import score
 
-    scorers = trained_scorers(tiny_model, tmp_path / "scorers")
+    scorers = trained_scorers
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(16, seed=3))
     scorer_data = write_jsonl(tmp_path / "held.jsonl", learnable_pairs(11, seed=9))  # odd: shares of 6 and 5
     two = tmp_path / "two"
