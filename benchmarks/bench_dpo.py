@@ -29,8 +29,10 @@ from benchmarks.measure import median, run_workers, steady, worker_main
 PROFILES = {
     "quick": dict(models=["tiny"], batch_size=2, steps=6, warmup=2, prompt_len=16, response_len=(16, 32),
                   learning_rate=1e-3, threads=1, parallel=2, share_rdo_process=True),
-    "cpu": dict(models=["smollm2-135m"], batch_size=2, steps=10, warmup=2, prompt_len=64, response_len=(64, 128),
-                learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False),
+    "cpu": dict(models=["smollm2-135m", "llama-1b-2l"], batch_size=2, steps=10, warmup=2, prompt_len=64,
+                response_len=(64, 128), learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False,
+                # the 128k-vocabulary row measures memory: fewer steps, longer responses (bigger logits)
+                per_model={"llama-1b-2l": dict(steps=4, warmup=1, response_len=(192, 256))}),
     "cuda": dict(models=["smollm2-135m", "llama-1b"], batch_size=8, steps=30, warmup=5, prompt_len=64,
                  response_len=(64, 128), learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False),
 }
@@ -63,8 +65,12 @@ FAIRNESS = [
     "TRL's defaults kept: its fused, chunked LM head (log-probs without materialising the (B, T, V) logits; "
     "Triton kernels on CUDA, scoring only completion tokens there), the extra per-token metrics it computes "
     "with it (entropy, mean logits, top-1 accuracy), padding_free=False (its only value since the DPO refactor), "
-    "pad_to_multiple_of=None, disable_dropout=True (Llama has no dropout, so a no-op). rdo computes the full "
-    "logits, then log-probs one sequence at a time (rdo.logps.selective_log_softmax).",
+    "pad_to_multiple_of=None, disable_dropout=True (Llama has no dropout, so a no-op). rdo applies the LM head "
+    "only at response positions, in chunks, inside one autograd function that recomputes logits in backward "
+    "(rdo.logps.chunked_logps): neither side materialises (B, T, V) logits.",
+    "MFU = 6 x (matmul parameters) x non-pad tokens/s over the fp32 matmul rate measured in the same worker "
+    "with the same threads; the attention score term and the prompt tokens' share of the LM head are not "
+    "counted (rdo computes no logits at prompt positions, so it does less work than 6N per token there).",
     "rdo is run through the same steps as `rdo align` (prepare_features, the reference pass, RDOTrainer) but "
     "without reading a model folder or saving one, as TRL is given the model object; neither side's setup is timed.",
     "Tokens/s counts non-pad tokens (the Trainer's include_num_input_tokens_seen='non_padding': prompt+chosen "
@@ -82,14 +88,15 @@ def run(quick: bool, device: str = "cpu") -> dict:
     results, rows, checks = [], [], {}
     for model in profile["models"]:
         groups = [RUNS[:1], RUNS[1:]] if profile["share_rdo_process"] else [[r] for r in RUNS]
-        specs = [dict(settings, model=model, runs=[dict(framework=f, alpha=a) for f, a in g]) for g in groups]
+        model_settings = dict(settings, **profile.get("per_model", {}).get(model, {}))
+        specs = [dict(model_settings, model=model, runs=[dict(framework=f, alpha=a) for f, a in g]) for g in groups]
         outs = []
         for group, out in zip(groups, run_workers("benchmarks.bench_dpo", specs, profile["parallel"])):
             outs += out["results"] if "results" in out else [dict(out) for _ in group]  # a failed process fails its runs
         for (framework, alpha), out in zip([r for g in groups for r in g], outs):
             out.update(model=model, framework=framework, alpha=alpha)
             results.append(out)
-            rows.append(_row(out, profile["warmup"]))
+            rows.append(_row(out, model_settings["warmup"]))
         precision = "bf16" if device.startswith("cuda") else "fp32"
         checks[model] = _check({(o["framework"], o["alpha"]): o for o in outs}, precision)
         _add_ratios(rows, model)
@@ -107,7 +114,8 @@ def run(quick: bool, device: str = "cpu") -> dict:
 
 
 COLUMNS = ["model", "framework", "s_per_step", "s_per_step_min", "cpu_s_per_step", "tokens_per_s", "peak_train_mib",
-           "train_added_mib", "speed_vs_trl", "memory_vs_trl", "setup_s", "first_loss", "load_1m", "error"]
+           "train_added_mib", "speed_vs_trl", "memory_vs_trl", "train_gflops", "matmul_peak_gflops", "mfu", "setup_s",
+           "first_loss", "load_1m", "error"]
 
 
 def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
@@ -156,6 +164,11 @@ def _row(out: dict, warmup: int) -> dict:
         first_loss=out["losses"][0] if out["losses"] else None,
         load_1m=sum(out["load_avg_1m"]) / 2,
     )
+    # Model FLOP utilisation: 6 N per trained token (forward 2N + backward 4N; the reference is precomputed,
+    # so no 2N reference forward per step), attention's T^2 term left out, against this worker's fp32 matmul rate.
+    row["train_gflops"] = 6 * out["n_params_matmul"] * row["tokens_per_s"] / 1e9
+    row["matmul_peak_gflops"] = out["matmul_peak_gflops"]
+    row["mfu"] = row["train_gflops"] / out["matmul_peak_gflops"]
     return row
 
 
@@ -347,8 +360,16 @@ def train_one(spec: dict, tokenizer, rows) -> dict:
 
     history = [h for h in trainer.state.log_history if "loss" in h and "step" in h]
     a = trainer.args
+    from benchmarks.measure import matmul_peak_gflops
+
+    embed = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight is embed
+    n_params = sum(p.numel() for p in model.parameters())
     return {
-        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params": n_params,
+        # parameters that do matmul work per token: the input embedding is a lookup, unless tied to the head
+        "n_params_matmul": n_params - (0 if tied else embed.numel()),
+        "matmul_peak_gflops": matmul_peak_gflops(device),
         "weights_checksum": checksum,
         "attn_implementation": model.config._attn_implementation,
         "torch_threads": torch.get_num_threads(),

@@ -107,6 +107,28 @@ def steady(xs: list, warmup: int) -> list:
     return xs[warmup:] if len(xs) > warmup else xs[-1:]
 
 
+def matmul_peak_gflops(device: str, size: int = 1024, repeats: int = 5) -> float:
+    """This process's measured fp32 matmul rate (best of `repeats`, size^3 x 2 flops): the MFU denominator.
+
+    Measured in the worker itself, so it uses the same threads as the training it is compared with.
+    """
+    import time
+
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first warms caches and thread pools
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * size**3 / best / 1e9
+
+
 # --- worker processes ---------------------------------------------------------------------------
 
 def child_env(threads: int | None = None) -> dict[str, str]:

@@ -24,6 +24,11 @@ MODELS: dict[str, dict] = {
     "llama-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                      num_attention_heads=32, num_key_value_heads=8, head_dim=64, rms_norm_eps=1e-5,
                      rope_theta=500000.0, tie_word_embeddings=True),
+    # Llama-3.2-1B's layer and vocabulary shape with 2 of its 16 layers: the 128k-vocabulary LM head and
+    # its logits are what this row measures, and a 2-layer model fits (with Adam) in a CPU's memory
+    "llama-1b-2l": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=2,
+                        num_attention_heads=32, num_key_value_heads=8, head_dim=64, rms_norm_eps=1e-5,
+                        rope_theta=500000.0, tie_word_embeddings=True),
 }
 
 

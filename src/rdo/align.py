@@ -175,10 +175,10 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
         model_fn = lambda: load_model(cfg, ref_id).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
-    with cfg.main_process_first(desc="reference log-probs"):  # rank 0 computes and caches; the others read
-        values, path = load_or_compute(cache_dir, key, {"reference": ref_id, "data": source}, model_fn, features, collator,
-                                       method.ref_step, cfg.per_device_eval_batch_size, cfg.device,
-                                       autocast=lambda: training_autocast(cfg))
+    # every process computes its share of the rows (rdo.reference.compute_reference_sharded); the main one caches
+    values, path = load_or_compute(cache_dir, key, {"reference": ref_id, "data": source}, model_fn, features, collator,
+                                   method.ref_step, cfg.per_device_eval_batch_size, cfg.device,
+                                   autocast=lambda: training_autocast(cfg))
     for col, vals in values.items():
         for f, v in zip(features, vals):
             f[col] = v

@@ -86,6 +86,38 @@ def compute_reference(model, features: list[dict], collator, ref_step, batch_siz
     return out
 
 
+def compute_reference_sharded(model, features: list[dict], collator, ref_step, batch_size: int, device,
+                              autocast=nullcontext) -> dict[str, list[float]]:
+    """`compute_reference` with the rows split across processes (torchrun / accelerate), then gathered.
+
+    Each process takes every world_size-th row of the length-sorted order, so the shares cost about the
+    same, and pads its share to the same length (repeating its first row, whose extra value is dropped):
+    every process then runs the same number of forwards, as engines that gather parameters layer by
+    layer (ZeRO-3, FSDP) require. One process: exactly `compute_reference`.
+    """
+    from rdo import distributed as dist
+
+    world = dist.world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    if world == 1:
+        return compute_reference(model, features, collator, ref_step, batch_size, device, autocast)
+    order = sorted(range(len(features)), key=lambda i: (-features[i]["length"], i))
+    mine = order[dist.rank() :: world]
+    size = -(-len(features) // world)
+    padded = mine + mine[:1] * (size - len(mine))
+    values = compute_reference(model, [features[i] for i in padded], collator, ref_step, batch_size, device, autocast)
+    parts = dist.gather({"rows": mine, "values": {c: v[: len(mine)] for c, v in values.items()}})
+    out = {c: [0.0] * len(features) for c in values}
+    seen = 0
+    for part in parts:
+        seen += len(part["rows"])
+        for c, column in part["values"].items():
+            for i, v in zip(part["rows"], column):
+                out[c][i] = v
+    if seen != len(features):
+        raise RuntimeError(f"reference log-probs: the processes computed {seen} rows, expected {len(features)}")
+    return out
+
+
 def _why_recompute(cache_dir: Path, key: dict, about: dict) -> str:
     """'no cache', or which parts of the key differ from the newest cache made for the same `about`."""
     older = []
@@ -110,26 +142,34 @@ def load_or_compute(cache_dir: Path, key: dict, about: dict, model_fn, features,
     `key` holds the content fingerprints (see the module doc); `about` (reference name, data source) only
     names the cache in the log. Returns (values by column in feature order, the cache file).
     """
+    from rdo import distributed as dist
+
     key = full_key(key, features)
     path = cache_path(cache_dir, key)
     keys = [row_key(f) for f in features]
+    hit, reason = None, None
     if path.exists():
         cached = torch.load(path, weights_only=True)
         by_key = {k: i for i, k in enumerate(zip(cached["rdo_row"].tolist(), cached["rdo_example"].tolist()))}
         if cached.get("key") == key and all(k in by_key for k in keys):
-            log.info("reference log-probs: using cache %s (key matches: reference weights, tokenizer, truncation, precision, method, token ids)", path)
             cols = [c for c in cached if torch.is_tensor(cached[c]) and c not in KEY_COLUMNS]
-            return {c: [float(cached[c][by_key[k]]) for k in keys] for c in cols}, path
-        reason = "the cache file does not match its key"
+            hit = {c: [float(cached[c][by_key[k]]) for k in keys] for c in cols}
+        else:
+            reason = "the cache file does not match its key"
     else:
         reason = _why_recompute(cache_dir, key, about)
-    log.info("reference log-probs: computing (%s)", reason)
-    values = compute_reference(model_fn(), features, collator, ref_step, batch_size, device, autocast)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    key_columns = {"rdo_row": torch.tensor([k[0] for k in keys]), "rdo_example": torch.tensor([k[1] for k in keys])}
-    torch.save({"key": key, "about": about, **key_columns,
-                **{c: torch.tensor(v, dtype=torch.float64) for c, v in values.items()}}, tmp)
-    tmp.replace(path)  # atomic: a killed run never leaves a half-written cache
-    log.info("reference log-probs: cached to %s", path)
+    if all(h for h in dist.gather(hit is not None)):  # every process uses the cache, or all compute together
+        log.info("reference log-probs: using cache %s (key matches: reference weights, tokenizer, truncation, precision, method, token ids)", path)
+        return hit, path
+    log.info("reference log-probs: computing (%s)", reason or "another process has no cache")
+    values = compute_reference_sharded(model_fn(), features, collator, ref_step, batch_size, device, autocast)
+    if dist.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        key_columns = {"rdo_row": torch.tensor([k[0] for k in keys]), "rdo_example": torch.tensor([k[1] for k in keys])}
+        torch.save({"key": key, "about": about, **key_columns,
+                    **{c: torch.tensor(v, dtype=torch.float64) for c, v in values.items()}}, tmp)
+        tmp.replace(path)  # atomic: a killed run never leaves a half-written cache
+        log.info("reference log-probs: cached to %s", path)
+    dist.barrier()  # the cache exists for everyone before training starts
     return values, path

@@ -234,7 +234,11 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
     from rdo.models import load_tokenizer
     from rdo.scorers import ScorerSpec
 
+    from rdo import distributed as dist
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    dist.init()  # under torchrun every process scores its share of the chunks; the main one writes the output
+    device = str(dist.device(cfg.device))
     spec = ScorerSpec.load(cfg.scorer)
     if cfg.rank_with not in ("data", spec.kind):
         raise ValueError(f"--rank_with {cfg.rank_with} needs a {cfg.rank_with} model, but {cfg.scorer} is a {spec.kind} model")
@@ -250,10 +254,14 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
     recs = loaded.records
     lengths = scoring_lengths(spec, cfg)
     plan = None
+    if cfg.folds > 1 and dist.world_size() > 1:
+        raise ValueError("--folds trains scorers inside `rdo score`; run cross-fitting as one process (not under torchrun), "
+                         "or score with an already trained scorer under torchrun")
     if cfg.folds > 1:
         plan = crossfit.plan(cfg.scorer, spec.kind, output, cfg.folds, cfg.seed, recs, dict(read_rows(cfg.dataset_name, cfg.dataset_split)))
     scorer_key = digest({"model": model_fingerprint(cfg.scorer), "tokenizer": tokenizer_fingerprint(tok)})
-    shards = Shards(output, manifest_of(cfg, scorer_key, digest(recs), lengths, plan.keys if plan else None), cfg.overwrite)
+    with dist.main_first():  # the main process clears a stale folder before the others open it
+        shards = Shards(output, manifest_of(cfg, scorer_key, digest(recs), lengths, plan.keys if plan else None), cfg.overwrite)
     dup_rows = {r["rdo_row"] for r in recs[: cfg.dup_check_rows]} if spec.kind == "difference" else set()
 
     start = time.perf_counter()
@@ -264,15 +272,18 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
             if not _todo(held_out, shards):
                 continue  # this fold is scored already (a resumed run): its model is not needed
             model_dir, trained[k] = crossfit.fold_model(plan, k)
-            scorer = load_scorer(str(model_dir), cfg.device, cfg.torch_dtype, *lengths)
+            scorer = load_scorer(str(model_dir), device, cfg.torch_dtype, *lengths)
             p, s = _score_into_shards(cfg, scorer, held_out, loaded.kind, dup_rows, shards, f"fold{k}", on_shard)
             pairs, scoring_s = pairs + p, scoring_s + s
             del scorer
         crossfit.write_manifest(plan, output.with_name(output.stem + ".folds.json"), trained)
     else:
-        scorer = load_scorer(cfg.scorer, cfg.device, cfg.torch_dtype, *lengths)
+        scorer = load_scorer(cfg.scorer, device, cfg.torch_dtype, *lengths)
         pairs, scoring_s = _score_into_shards(cfg, scorer, recs, loaded.kind, dup_rows, shards, "chunk", on_shard)
     seconds = time.perf_counter() - start
+    dist.barrier()  # every process's shards are written
+    if not dist.is_main():
+        return {}
 
     summary = finalise(cfg, output, shards, recs, loaded, spec.kind, plan.fold_of if plan else None)
     if plan is not None:  # the K fold models stay, so a resumed or repeated run need not retrain them
@@ -299,10 +310,14 @@ def _score_into_shards(cfg, scorer: Scorer, recs, kind, dup_rows, shards: Shards
     """Score the rows of `recs` not yet in `shards`, a chunk per shard; returns (pairs scored, seconds)."""
     from rdo.fingerprint import digest
 
+    from rdo import distributed as dist
+
     todo = chunks(_todo(recs, shards), kind, cfg.shard_size)
+    dist.barrier()  # all processes listed the same unfinished chunks before any writes one
+    todo = dist.my_share(todo)
     total = sum(n_sequences(r, kind, scorer.kind, cfg.symmetrize, r["rdo_row"] in dup_rows) for chunk in todo for r in chunk)
     pairs = sum(len(comparisons(responses_of(r, kind)[1], False)) for chunk in todo for r in chunk)
-    bar = tqdm(total=total, desc=f"scoring ({scorer.kind})", unit="seq")
+    bar = tqdm(total=total, desc=f"scoring ({scorer.kind})", unit="seq", disable=not dist.is_main() or None)
     start, done_pairs = time.perf_counter(), 0
     for chunk in todo:
         name = f"{prefix}-{digest([r['rdo_row'] for r in chunk])[:12]}"  # named by its rows: unique across resumes

@@ -16,6 +16,24 @@ from rdo.methods import Method, StepOutput
 
 log = logging.getLogger("rdo.trainer")
 
+def check_engine(args, accelerator) -> None:
+    """Refuse a run whose requested sharding engine is silently not used.
+
+    accelerate 1.15 switches to FSDP only for accelerator backends (not for CPU processes, where
+    `--fsdp` quietly trains plain DDP), and `--deepspeed` needs the deepspeed package and a launcher.
+    """
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if args.fsdp and kind != DistributedType.FSDP:
+        raise ValueError(f"--fsdp is set, but accelerate runs this job as {kind.value} with {accelerator.num_processes} "
+                         "process(es): FSDP needs GPUs (on CPU accelerate trains plain DDP instead). Drop --fsdp, or "
+                         "launch on GPUs with `accelerate launch --config_file configs/accelerate/fsdp2.yaml`.")
+    if args.deepspeed and kind != DistributedType.DEEPSPEED:
+        raise ValueError(f"--deepspeed is set, but accelerate runs this job as {kind.value}: install deepspeed and "
+                         "launch with `accelerate launch` or `deepspeed` on GPUs.")
+
+
 STAGING = "rdo-checkpoint" + atomic.TMP_TAG + "staging"  # the same name on every rank; clean_leftovers removes it
 
 
@@ -147,6 +165,7 @@ class MetricsTrainer(SafeTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False  # we return a per-batch mean; Trainer divides by accumulation steps
+        check_engine(self.args, self.accelerator)
         self._metrics = {"train": defaultdict(lambda: [0.0, 0.0]), "eval": defaultdict(lambda: [0.0, 0.0])}
 
     def record_metrics(self, model, values: dict[str, torch.Tensor | tuple[torch.Tensor, torch.Tensor]]) -> None:

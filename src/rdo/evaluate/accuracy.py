@@ -103,15 +103,24 @@ def format_table(m: dict) -> str:
 
 def eval_accuracy(cfg: EvalAccuracyConfig) -> dict:
     """Score every comparison of `cfg.dataset_name`, print the table, and write or print the JSON."""
+    from rdo import distributed as dist
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    scorer = load_scorer(cfg.scorer, cfg.device, cfg.torch_dtype, *scoring_lengths(ScorerSpec.load(cfg.scorer), cfg))
+    dist.init()  # under torchrun every process scores its share; the main one reports
+    device = str(dist.device(cfg.device))
+    scorer = load_scorer(cfg.scorer, device, cfg.torch_dtype, *scoring_lengths(ScorerSpec.load(cfg.scorer), cfg))
     loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=scorer.tok, skip_invalid=cfg.skip_invalid, dedupe_ids=cfg.dedupe_ids)
     if loaded.kind == "unpaired":
         raise ValueError(f"{cfg.dataset_name}: unpaired (KTO) rows have no pair to judge")
     recs = loaded.records
-    total = sum(n_sequences(r, loaded.kind, scorer.kind, cfg.symmetrize) for r in recs)
-    with tqdm(total=total, desc=f"accuracy ({scorer.kind})", unit="seq") as bar:
-        entries = score_rows(scorer, recs, loaded.kind, cfg.symmetrize, set(), cfg.batch_size, bar, cfg.dataset_name, cfg.max_batch_tokens)
+    mine = dist.my_share(recs)
+    total = sum(n_sequences(r, loaded.kind, scorer.kind, cfg.symmetrize) for r in mine)
+    with tqdm(total=total, desc=f"accuracy ({scorer.kind})", unit="seq", disable=not dist.is_main() or None) as bar:
+        entries = score_rows(scorer, mine, loaded.kind, cfg.symmetrize, set(), cfg.batch_size, bar, cfg.dataset_name, cfg.max_batch_tokens)
+    entries = dist.in_input_order([e for part in dist.gather(entries) for e in part], [r["rdo_row"] for r in recs],
+                                  key=lambda e: e["rdo_row"])
+    if not dist.is_main():
+        return {}
     metrics = {"scorer": cfg.scorer, "kind": scorer.kind, "dataset": cfg.dataset_name,
                "symmetrize": cfg.symmetrize if scorer.kind == "difference" else None}
     metrics |= accuracy_metrics(comparisons_of(entries, recs, loaded.kind), loaded.kind, scorer.kind, cfg)
