@@ -16,6 +16,7 @@ from rdo.methods import Method, StepOutput
 
 log = logging.getLogger("rdo.trainer")
 
+
 def check_engine(args, accelerator) -> None:
     """Refuse a run whose requested sharding engine is silently not used.
 
