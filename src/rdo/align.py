@@ -106,7 +106,7 @@ def align(cfg: AlignConfig) -> dict:
     if checkpoint:
         check_config(checkpoint, cfg)
     method = get_method(cfg.method)
-    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code, cfg.model_revision)
     collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
 
     features, report = prepare_features(cfg, method, tokenizer)
@@ -114,7 +114,7 @@ def align(cfg: AlignConfig) -> dict:
         check_weights(checkpoint, features)
     # The model's initial weights: the reference below is computed from (or copied off) these, before
     # train() loads a checkpoint's weights, so a resumed run never takes a half-trained policy as reference.
-    model = load_model(cfg, cfg.model_name_or_path)
+    model = load_model(cfg, cfg.model_name_or_path, cfg.model_revision)
 
     eval_features = None
     if cfg.eval_dataset_name:
@@ -131,7 +131,7 @@ def align(cfg: AlignConfig) -> dict:
     ref_model = None  # a live reference: --ref_model_name_or_path, else a copy of the policy (LoRA: the adapter-disabled base)
     if method.needs_reference and not cfg.precompute_ref:
         if cfg.ref_model_name_or_path:
-            ref_model = load_model(cfg, cfg.ref_model_name_or_path)
+            ref_model = load_model(cfg, cfg.ref_model_name_or_path, cfg.ref_model_revision)
         elif cfg.lora_r == 0:
             ref_model = copy.deepcopy(model)
         if ref_model is not None:
@@ -161,10 +161,11 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
     from rdo.fingerprint import model_fingerprint, tokenizer_fingerprint
 
     ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
+    ref_revision = cfg.ref_model_revision if cfg.ref_model_name_or_path else cfg.model_revision
     cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir(source)
     key = {
-        "reference": model_fingerprint(ref_id),
-        "tokenizer": tokenizer_fingerprint(load_tokenizer(cfg.model_name_or_path)),  # the one that encoded `features`
+        "reference": model_fingerprint(ref_id, ref_revision),  # a hub id by the commit its revision resolves to
+        "tokenizer": tokenizer_fingerprint(load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code, cfg.model_revision)),  # the one that encoded `features`
         "truncation": [cfg.max_length, cfg.max_prompt_length],
         "torch_dtype": cfg.torch_dtype,
         "precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32",  # the training steps' autocast
@@ -172,7 +173,7 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
         "columns": list(method.ref_columns),
     }
     if cfg.ref_model_name_or_path:
-        model_fn = lambda: load_model(cfg, ref_id).to(cfg.device)  # noqa: E731
+        model_fn = lambda: load_model(cfg, ref_id, ref_revision).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
     # every process computes its share of the rows (rdo.reference.compute_reference_sharded); the main one caches
@@ -185,10 +186,10 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
     return str(path)
 
 
-def load_model(cfg: AlignConfig, name_or_path: str):
+def load_model(cfg: AlignConfig, name_or_path: str, revision: str | None = None):
     """Policy or reference, with its dropout off under --disable_dropout (the default), so that the policy's
     train-mode log-probs equal the reference's at step 0 and the log-ratios carry no dropout noise."""
-    model = load_causal_lm(name_or_path, cfg.torch_dtype, cfg.trust_remote_code)
+    model = load_causal_lm(name_or_path, cfg.torch_dtype, cfg.trust_remote_code, revision, cfg.attn_implementation)
     if cfg.disable_dropout and (n := disable_dropout(model)):
         log.info("%s: turned off %d dropout(s) (--disable_dropout)", name_or_path, n)
     return model

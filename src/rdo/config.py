@@ -60,6 +60,18 @@ class DtypeOptions:
 
 
 @dataclass
+class AttentionOptions:
+    attn_implementation: str | None = arg(None, "Attention kernel: eager, sdpa, flash_attention_2, ... (default: transformers' choice for the model).")
+
+
+@dataclass
+class ModelLoadOptions(AttentionOptions):
+    """How a command loads a model given by name (rdo.models.load_pretrained): attention kernel and hub revision."""
+
+    model_revision: str | None = arg(None, "Hub branch, tag or commit of --model_name_or_path (default: main); an error for a local folder, which has no revisions.")
+
+
+@dataclass
 class LoraOptions:
     lora_r: int = arg(0, "LoRA rank; 0 trains all weights (a scorer's new head is always fully trained).")
     lora_alpha: int = arg(16, "LoRA scaling α.")
@@ -106,7 +118,7 @@ class ReliabilityArgs:
 
 
 @dataclass
-class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
+class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
     """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
@@ -129,6 +141,7 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions,
     # --- reference model ---
     precompute_ref: bool = arg(True, "Compute reference log-probs once before training and cache them (the reference is then not held in memory).")
     ref_model_name_or_path: str | None = arg(None, "Reference model (precomputed or live, with or without LoRA); default: the policy's initial weights (with LoRA: the base, adapter disabled).")
+    ref_model_revision: str | None = arg(None, "Hub branch, tag or commit of --ref_model_name_or_path (default: main; --model_revision applies to the policy only).")
     ref_cache_dir: str | None = arg(None, "Where cached reference log-probs go (default: next to a local data file, else ~/.cache/rdo).")
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-6, "Peak learning rate (DPO-scale default).")
@@ -178,7 +191,7 @@ RANK_WITH = ("data", "reward", "difference")
 
 
 @dataclass
-class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
+class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
     """Fields shared by `rdo train-rm` and `rdo train-diff` (not a command itself). Ranked rows are expanded into pairs."""
 
     model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.")
@@ -239,7 +252,7 @@ class ScorerRunOptions:
 
 
 @dataclass
-class ScoreConfig(ScorerRunOptions, DtypeOptions, DatasetOptions):
+class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptions):
     """`rdo score`: add the reward difference R (and pointwise scores) to every row of a preference dataset.
 
     Cross-fitting (--folds K) trains K scorers with the recipe of --scorer, each on K-1 folds, and scores
@@ -274,7 +287,7 @@ class ScoreConfig(ScorerRunOptions, DtypeOptions, DatasetOptions):
 
 
 @dataclass
-class EvalAccuracyConfig(ScorerRunOptions, DtypeOptions, DatasetOptions):
+class EvalAccuracyConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptions):
     """`rdo eval accuracy`: pairwise accuracy of a reward or difference model on held-out preference data."""
 
     dataset_split: str = arg("test", "Split to read from a dataset folder or hub id.")
@@ -410,7 +423,7 @@ class HumanTallyConfig:
 # --- generation and reward evaluation ---------------------------------------------------------
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(ModelLoadOptions):
     """`rdo generate`: responses of a causal LM (or base + LoRA adapter) to the prompts of any supported data file.
 
     Output: one JSONL row per (prompt, sample) with the input row's id, rdo_row, prompt, prompt_text,

@@ -108,7 +108,7 @@ def plan(scorer: str, kind: str, output: Path, folds: int, seed: int, recs: list
     cls, recipe = recipe_of(scorer, kind)
     fold_of = assign_folds(recs, folds, seed)
     work = output.with_name(output.name + ".folds")
-    base = model_fingerprint(recipe["model_name_or_path"])  # the base model by content
+    base = model_fingerprint(recipe["model_name_or_path"], recipe.get("model_revision"))  # the base model by content
     recipe_key = digest({**{k: v for k, v in recipe.items() if k not in PLACES}, "model_name_or_path": base})
     recipes, train_rows, parts = [], [], []
     for k in range(folds):

@@ -292,12 +292,15 @@ def load_policy(cfg: GenerateConfig, device: torch.device):
             from peft import PeftModel
         except ImportError as e:
             raise ImportError("a LoRA adapter needs peft: pip install 'rdo[lora]'") from e
-        tok = load_tokenizer(str(path) if (path / "tokenizer_config.json").is_file() else base)
-        model = PeftModel.from_pretrained(load_causal_lm(base, cfg.torch_dtype), str(path)).merge_and_unload()
-        fingerprint = digest({"base": model_fingerprint(base), "adapter": model_fingerprint(str(path))})
+        tok = load_tokenizer(str(path)) if (path / "tokenizer_config.json").is_file() else load_tokenizer(base, revision=cfg.model_revision)
+        # --model_revision is the base's (an adapter folder is local)
+        base_model = load_causal_lm(base, cfg.torch_dtype, revision=cfg.model_revision, attn_implementation=cfg.attn_implementation)
+        model = PeftModel.from_pretrained(base_model, str(path)).merge_and_unload()
+        fingerprint = digest({"base": model_fingerprint(base, cfg.model_revision), "adapter": model_fingerprint(str(path))})
     else:
-        tok, model = load_tokenizer(cfg.model_name_or_path), load_causal_lm(cfg.model_name_or_path, cfg.torch_dtype)
-        fingerprint = model_fingerprint(cfg.model_name_or_path)
+        tok = load_tokenizer(cfg.model_name_or_path, revision=cfg.model_revision)
+        model = load_causal_lm(cfg.model_name_or_path, cfg.torch_dtype, revision=cfg.model_revision, attn_implementation=cfg.attn_implementation)
+        fingerprint = model_fingerprint(cfg.model_name_or_path, cfg.model_revision)
     return model.to(device).eval(), tok, fingerprint
 
 

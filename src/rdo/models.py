@@ -37,25 +37,42 @@ def from_pretrained_kwargs(cfg_or_trust) -> dict:
     return {"use_safetensors": True, "trust_remote_code": trust}
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+def check_revision(name_or_path: str, revision: str | None) -> None:
+    """A revision names a hub branch, tag or commit; a local folder has none, so asking for one is an error."""
+    from pathlib import Path
+
+    if revision is not None and Path(name_or_path).exists():
+        raise ValueError(f"--model_revision {revision!r}: {name_or_path} is a local folder, which has no revisions; "
+                         "drop the flag, or give a hub id")
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    check_revision(name_or_path, revision)
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision or "main")
     if tok.pad_token_id is None:  # many causal LMs ship without one; padding is masked anyway
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_pretrained(auto_cls, name_or_path: str, torch_dtype: str = "auto", trust_remote_code: bool = False, **kw):
-    """`auto_cls.from_pretrained` with the safety options: safetensors weights only, remote code only if asked."""
+def load_pretrained(auto_cls, name_or_path: str, torch_dtype: str = "auto", trust_remote_code: bool = False,
+                    revision: str | None = None, attn_implementation: str | None = None, **kw):
+    """`auto_cls.from_pretrained` with the safety options (safetensors weights only, remote code only if asked),
+    the hub revision (None: main; refused for a local folder) and the attention kernel (None: transformers' choice)."""
     check_safetensors(name_or_path)
-    return auto_cls.from_pretrained(name_or_path, dtype=DTYPES[torch_dtype], **from_pretrained_kwargs(trust_remote_code), **kw)
+    check_revision(name_or_path, revision)
+    if attn_implementation is not None:
+        kw["attn_implementation"] = attn_implementation
+    return auto_cls.from_pretrained(name_or_path, dtype=DTYPES[torch_dtype], revision=revision or "main",
+                                    **from_pretrained_kwargs(trust_remote_code), **kw)
 
 
-def load_causal_lm(name_or_path: str, torch_dtype: str = "auto", trust_remote_code: bool = False):
+def load_causal_lm(name_or_path: str, torch_dtype: str = "auto", trust_remote_code: bool = False,
+                   revision: str | None = None, attn_implementation: str | None = None):
     from transformers import AutoModelForCausalLM
 
-    return load_pretrained(AutoModelForCausalLM, name_or_path, torch_dtype, trust_remote_code)
+    return load_pretrained(AutoModelForCausalLM, name_or_path, torch_dtype, trust_remote_code, revision, attn_implementation)
 
 
 def disable_dropout(model) -> int:

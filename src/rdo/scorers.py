@@ -233,14 +233,16 @@ def tokenize_many(tokenizer, texts: list[str]) -> list[list[int]]:
 
 # --- models ------------------------------------------------------------------------------------
 
-def build_scorer_model(name_or_path: str, tokenizer, torch_dtype: str = "auto", trust_remote_code: bool = False):
+def build_scorer_model(name_or_path: str, tokenizer, torch_dtype: str = "auto", trust_remote_code: bool = False,
+                       revision: str | None = None, attn_implementation: str | None = None):
     """A causal-LM checkpoint with a fresh 1-output score head reading the last non-pad token."""
     from transformers import AutoModelForSequenceClassification
 
     from rdo.models import load_pretrained
 
     try:
-        model = load_pretrained(AutoModelForSequenceClassification, name_or_path, torch_dtype, trust_remote_code, num_labels=1)
+        model = load_pretrained(AutoModelForSequenceClassification, name_or_path, torch_dtype, trust_remote_code,
+                                revision, attn_implementation, num_labels=1)
     except ValueError as e:  # an architecture without a sequence-classification class
         raise ValueError(f"{name_or_path}: transformers has no sequence-classification head for this model ({e})") from e
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # use_scorer_pad added a pad token
@@ -301,7 +303,8 @@ class Scorer:
 
 
 def load_scorer(path: str, device: str = "auto", torch_dtype: str = "auto",
-                max_length: int | None = None, max_prompt_length: int | None = None, trust_remote_code: bool = False) -> Scorer:
+                max_length: int | None = None, max_prompt_length: int | None = None, trust_remote_code: bool = False,
+                attn_implementation: str | None = None) -> Scorer:
     """Load a scorer folder (model, tokenizer, rdo.json) for inference (safetensors only; no remote code unless asked)."""
     from transformers import AutoModelForSequenceClassification
 
@@ -309,7 +312,8 @@ def load_scorer(path: str, device: str = "auto", torch_dtype: str = "auto",
 
     spec = ScorerSpec.load(path).with_lengths(max_length, max_prompt_length)
     tok = load_tokenizer(path, trust_remote_code)
-    model = load_pretrained(AutoModelForSequenceClassification, path, torch_dtype, trust_remote_code)
+    model = load_pretrained(AutoModelForSequenceClassification, path, torch_dtype, trust_remote_code,
+                            attn_implementation=attn_implementation)  # a local folder: no revision
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     dev = resolve_device(device)

@@ -272,13 +272,13 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
             if not _todo(held_out, shards):
                 continue  # this fold is scored already (a resumed run): its model is not needed
             model_dir, trained[k] = crossfit.fold_model(plan, k)
-            scorer = load_scorer(str(model_dir), device, cfg.torch_dtype, *lengths)
+            scorer = load_scorer(str(model_dir), device, cfg.torch_dtype, *lengths, attn_implementation=cfg.attn_implementation)
             p, s = _score_into_shards(cfg, scorer, held_out, loaded.kind, dup_rows, shards, f"fold{k}", on_shard)
             pairs, scoring_s = pairs + p, scoring_s + s
             del scorer
         crossfit.write_manifest(plan, output.with_name(output.stem + ".folds.json"), trained)
     else:
-        scorer = load_scorer(cfg.scorer, device, cfg.torch_dtype, *lengths)
+        scorer = load_scorer(cfg.scorer, device, cfg.torch_dtype, *lengths, attn_implementation=cfg.attn_implementation)
         pairs, scoring_s = _score_into_shards(cfg, scorer, recs, loaded.kind, dup_rows, shards, "chunk", on_shard)
     seconds = time.perf_counter() - start
     dist.barrier()  # every process's shards are written

@@ -310,7 +310,7 @@ def _train(cfg, kind: str) -> dict:
     checkpoint = find_checkpoint(cfg)
     if checkpoint:
         check_config(checkpoint, cfg)
-    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code, cfg.model_revision)
     use_scorer_pad(tokenizer)  # the head must read each row's last real token, not the one before EOS
     template = resolve_template(cfg.template, tokenizer) if kind == "difference" else None
     diff_encoder = DifferenceEncoder(tokenizer, template, cfg.truncation) if kind == "difference" else None
@@ -319,7 +319,8 @@ def _train(cfg, kind: str) -> dict:
     if cfg.eval_dataset_name:
         eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
 
-    model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype, cfg.trust_remote_code)
+    model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype, cfg.trust_remote_code,
+                               cfg.model_revision, cfg.attn_implementation)
     if cfg.disable_dropout and (n := disable_dropout(model)):  # before LoRA: --lora_dropout is kept
         log.info("%s: turned off %d dropout(s) (--disable_dropout)", cfg.model_name_or_path, n)
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)

@@ -108,7 +108,8 @@ def eval_accuracy(cfg: EvalAccuracyConfig) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     dist.init()  # under torchrun every process scores its share; the main one reports
     device = str(dist.device(cfg.device))
-    scorer = load_scorer(cfg.scorer, device, cfg.torch_dtype, *scoring_lengths(ScorerSpec.load(cfg.scorer), cfg))
+    scorer = load_scorer(cfg.scorer, device, cfg.torch_dtype, *scoring_lengths(ScorerSpec.load(cfg.scorer), cfg),
+                         attn_implementation=cfg.attn_implementation)
     loaded = load_records(cfg.dataset_name, split=cfg.dataset_split, tokenizer=scorer.tok, skip_invalid=cfg.skip_invalid, dedupe_ids=cfg.dedupe_ids)
     if loaded.kind == "unpaired":
         raise ValueError(f"{cfg.dataset_name}: unpaired (KTO) rows have no pair to judge")
