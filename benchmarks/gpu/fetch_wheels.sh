@@ -14,6 +14,12 @@ PYVER="${PYVER:-3.12}"
 # the image's versions are unknown; pyarrow (55 MB) cannot fit and is taken from the image.
 PKGS=(trl==1.16.0 datasets==5.2.0 transformers==5.24.0 dill==0.4.1 multiprocess==0.70.19
       regex==2026.11.19 fsspec==2026.9.0)
+# For check_engines.sh: deepspeed's requirements the image lacks. deepspeed itself is an sdist only on PyPI;
+# it is built below into a pure-Python wheel (DS_BUILD_OPS=0: its C++/CUDA ops are JIT-built when used).
+PKGS+=(hjson==3.1.0 msgpack==1.2.4 ninja==1.13.2 py-cpuinfo==9.0.0 einops==0.8.2 pydantic==2.14.4
+       pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5)
+DEEPSPEED="${DEEPSPEED:-deepspeed==0.19.8}"
+BUILD_PY="${BUILD_PY:-python3}"  # a Python with torch: deepspeed's setup.py imports it
 LIMIT_MIB=40  # the carry limit is 64 MiB for everything that travels; keep well under it
 
 rm -rf "$DEST"
@@ -21,6 +27,9 @@ mkdir -p "$DEST"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform any -d "$DEST" "${PKGS[@]}"
+if [ -n "$DEEPSPEED" ]; then
+  DS_BUILD_OPS=0 "$BUILD_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DEST" "$DEEPSPEED"
+fi
 
 python3 - "$DEST" "$LIMIT_MIB" <<'PY'
 import re, sys, zipfile
