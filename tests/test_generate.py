@@ -140,12 +140,13 @@ def eot_tokenizer():
 
 
 def test_stop_token_ids_find_the_end_of_turn(byte_tok):
-    from rdo.generate import end_of_turn_id, stop_token_ids
+    from rdo.data.chat import end_of_turn_ids
+    from rdo.generate import stop_token_ids
 
     tok = eot_tokenizer()
     end = tok.convert_tokens_to_ids("<|end|>")
-    assert end_of_turn_id(tok) == end and stop_token_ids(tok) == sorted([tok.eos_token_id, end])
-    assert end_of_turn_id(byte_tok) is None  # rdo.tiny's template ends turns with a plain "\n": not a stop token
+    assert end_of_turn_ids(tok) == [tok.eos_token_id, end] and stop_token_ids(tok) == sorted([tok.eos_token_id, end])
+    assert end_of_turn_ids(byte_tok) == [byte_tok.eos_token_id]  # rdo.tiny's template ends turns with a plain "\n": not a stop token
     assert stop_token_ids(byte_tok) == [byte_tok.eos_token_id]
 
 
