@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_jsonl
+from conftest import free_port, write_jsonl
 
 WORKER = Path(__file__).parent / "scripts" / "mp_generate_worker.py"
 PROMPTS = ["say a:", "hello there, how", "xyz", "The quick brown fox jumps", "1+1=", "q"]
@@ -272,11 +271,6 @@ def test_bad_settings_and_rows_are_one_line_errors(tiny_model, tmp_path, capsys)
     if "/" in gu.GENERATION_MODES_MAPPING[GenerationMode.GROUP_BEAM_SEARCH]:  # moved out of this transformers
         assert "diverse beam search" in err and "pip install" in err
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.multiproc
