@@ -13,6 +13,7 @@ COMMANDS = {
     "train-diff": ("rdo.train_scorers", "TrainDiffConfig", "train_diff", "Train a reward difference model R(x, y1, y2) (paper Eqs. 4-6)."),
     "score": ("rdo.scoring", "ScoreConfig", "score", "Add reward differences (coefficients) to a preference dataset; resumable, cross-fitting."),
     "eval accuracy": ("rdo.evaluate.accuracy", "EvalAccuracyConfig", "eval_accuracy", "Pairwise accuracy of a scorer, with bootstrap CI and confidence bins."),
+    "demo": ("rdo.demo", "DemoConfig", "demo", "The whole RDO pipeline on SmolLM2-135M-Instruct, offline, ending in a table with intervals."),
 }
 
 

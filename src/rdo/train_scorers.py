@@ -250,6 +250,10 @@ def _train(cfg, kind: str) -> dict:
         eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
 
     model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype)
+    if cfg.freeze_backbone:  # a linear probe: only the head learns, so no backward runs through the LM
+        head = head_parameter_names(model)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in head)
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
     if kind == "reward":
