@@ -88,6 +88,26 @@ def test_shipped_candidates_are_small_and_complete():
     assert CANDIDATES.stat().st_size < 400_000
 
 
+def test_gold_rewards_means_and_paired_differences(tmp_path):
+    from rdo.demo.pipeline import gold_rewards
+    from rdo.demo.task import vader_reward
+
+    texts = {"a": ["A wonderful, happy day.", "It was fine.", "Terrible."], "b": ["A sad day.", "It was great!", "Terrible."]}
+    files = {}
+    for name, answers in texts.items():
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps({"id": f"p{i}", "prompt": "q", "response": t}) + "\n" for i, t in enumerate(answers)))
+    out = gold_rewards(files, baseline="b")
+    g = {n: [vader_reward("q", t) for t in ts] for n, ts in texts.items()}
+    means = {w["name"]: w["mean"] for w in out["rewards"]}
+    assert means == pytest.approx({n: sum(v) / 3 for n, v in g.items()})
+    (d,) = out["paired"]
+    assert (d["a"], d["b"], d["n"]) == ("a", "b", 3)
+    assert d["mean_diff"] == pytest.approx(sum(x - y for x, y in zip(g["a"], g["b"])) / 3)
+    assert (d["frac_a_higher"], d["frac_b_higher"], d["frac_tie"]) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert d["ci95"][0] <= d["mean_diff"] <= d["ci95"][1]
+
+
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -103,7 +123,7 @@ def test_tiny_demo_end_to_end_is_deterministic(tmp_path):
         assert main(["demo", "--preset", "tiny", "--output_dir", str(out), "--seed", "3"]) == 0
     reports = [json.loads((out / "report.json").read_text()) for out in runs]
     for r in reports:
-        r.pop("seconds"), r.pop("minutes")
+        r.pop("seconds"), r.pop("cpu_seconds"), r.pop("minutes"), r["gold"].pop("files")  # times and the run folder's paths differ
     assert reports[0] == reports[1]
     tables = [(out / "table.md").read_text().split("Stage times")[0] for out in runs]
     assert tables[0] == tables[1]

@@ -295,6 +295,9 @@ class DemoConfig:
     folds: int = arg(1, "Cross-fitting for `rdo score`: K > 1 scores every training pair with scorers that never saw it.")
     candidates: str | None = arg(None, "Candidates file (default: the shipped src/rdo/demo/data/candidates.jsonl).")
     regenerate_data: bool = arg(False, "Sample the candidates file again from SmolLM2 (minutes), write it to --candidates or the shipped path, and stop.")
+    train_prompts: int | None = arg(None, "Use only the first N training prompts (2 noisy pairs each); default: the preset's (smollm2: all 192).")
+    test_prompts: int | None = arg(None, "Use only the first N held-out prompts; default: the preset's (smollm2: all 64).")
+    dpo_pairs: int | None = arg(None, "DPO trains on the first N noisy training pairs; default: the preset's (smollm2: 128).")
     stop_after: str | None = arg(None, "Stop after this stage (data, train-rm, train-diff, score, align, generate); the report holds what ran.", choices=list(DEMO_STAGES))
 
     def __post_init__(self):
@@ -304,5 +307,8 @@ class DemoConfig:
             raise ValueError(f"--label_noise {self.label_noise} must be >= 0 (0 = labels follow the gold reward exactly)")
         if self.folds < 1:
             raise ValueError(f"--folds {self.folds} must be >= 1 (1 = no cross-fitting)")
+        for name in ("train_prompts", "test_prompts", "dpo_pairs"):
+            if getattr(self, name) is not None and getattr(self, name) < 2:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 2 (or unset for the preset's size)")
         if self.stop_after is not None and self.stop_after not in DEMO_STAGES:
             raise ValueError(f"--stop_after {self.stop_after!r}: choose one of {DEMO_STAGES}")

@@ -17,6 +17,7 @@ results of different settings. Generation and gold scoring are the two small fun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -189,7 +190,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    preset = PRESETS[cfg.preset]
+    sizes = {k: getattr(cfg, k) for k in ("train_prompts", "test_prompts", "dpo_pairs") if getattr(cfg, k) is not None}
+    preset = dataclasses.replace(PRESETS[cfg.preset], **sizes)
     model = model_for(cfg.preset, out)
     if cfg.regenerate_data:
         return regenerate(model, cfg.candidates or CANDIDATES)
@@ -254,23 +256,31 @@ def run_demo(cfg: DemoConfig) -> dict:
     if cfg.stop_after:  # "score" / "align" stop after every stage of that family
         last = max(i for i, (name, _) in enumerate(stages) if name.split(" ")[0] == cfg.stop_after)
         stages = stages[: last + 1]
-    seconds, start = {}, time.time()
+    seconds, cpu_seconds, start = {}, {}, time.time()
     for i, (name, fn) in enumerate(stages, 1):
         log.info("stage %d/%d: %s", i, len(stages), name)
-        t = time.time()
+        t, c = time.time(), time.process_time()
         results[name] = fn()
-        seconds[name] = round(time.time() - t, 1)
+        seconds[name], cpu_seconds[name] = round(time.time() - t, 1), round(time.process_time() - c, 1)
     report = {"preset": cfg.preset, "seed": cfg.seed, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
               "labels": results["data"],
               "accuracy": {k: _accuracy(results[f"train-{k}"]) for k in ("rm", "diff") if f"train-{k}" in results},
               "train_R": {k: r_agreement(out / f"data/scored_{k}.jsonl") for k in ("rm", "diff") if f"score {k}" in results},
               "coefficients": {n: results[f"align {n}"] for n in METHODS if f"align {n}" in results},
-              "gold": results.get("gold"), "seconds": seconds, "minutes": round((time.time() - start) / 60, 2)}
+              "gold": results.get("gold"), "seconds": seconds,
+              "cpu_seconds": cpu_seconds,  # this process's CPU time: on a busy machine the load-independent cost
+              "threads": torch_threads(), "minutes": round((time.time() - start) / 60, 2)}
     atomic.write_json(out / "report.json", report)
     table = format_report(report)
     atomic.write_text(out / "table.md", table + "\n")
     print("\n" + table)
     return report
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def r_agreement(scored: Path) -> dict:
@@ -340,5 +350,6 @@ def format_report(r: dict) -> str:
         diff = (f"{d['mean_diff']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {verdict(d['ci95'])}" if d
                 else "— | — | (baseline)")
         lines.append(f"| {w['name']} | {w['mean']:+.3f} | [{w['ci95'][0]:+.3f}, {w['ci95'][1]:+.3f}] | {diff} |")
-    lines += ["", f"Stage times (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()) + f"; total {r['minutes']} min."]
+    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()) + f"; total {r['minutes']} min wall, "
+              f"{sum(r['cpu_seconds'].values()) / 60:.1f} min CPU ({r['threads']} torch threads)."]
     return "\n".join(lines)
