@@ -297,7 +297,7 @@ class DemoConfig:
     regenerate_data: bool = arg(False, "Sample the candidates file again from SmolLM2 (minutes), write it to --candidates or the shipped path, and stop.")
     train_prompts: int | None = arg(None, "Use only the first N training prompts (2 noisy pairs each); default: the preset's (smollm2: all 192).")
     test_prompts: int | None = arg(None, "Use only the first N held-out prompts; default: the preset's (smollm2: all 64).")
-    dpo_pairs: int | None = arg(None, "DPO trains on the first N noisy training pairs; default: the preset's (smollm2: 128).")
+    dpo_pairs: int | None = arg(None, "DPO trains on the first N noisy training pairs; default: the preset's (smollm2: 96).")
     stop_after: str | None = arg(None, "Stop after this stage (data, train-rm, train-diff, score, align, generate); the report holds what ran.", choices=list(DEMO_STAGES))
 
     def __post_init__(self):

@@ -57,7 +57,7 @@ _SCORER = dict(freeze_backbone=True, head_learning_rate=1e-2, num_train_epochs=1
 _ALIGN = dict(method="dpo", beta=0.1, learning_rate=1e-5, num_train_epochs=1, lr_scheduler_type="constant",
               per_device_train_batch_size=4, per_device_eval_batch_size=16, logging_steps=8)
 PRESETS = {
-    "smollm2": Preset(None, None, 128, 32, _SCORER,
+    "smollm2": Preset(None, None, 96, 32, _SCORER,  # 96 DPO pairs: three DPO runs are ~half of the 15-minute budget
                       rm=dict(max_length=112, max_prompt_length=64),
                       diff=dict(max_length=160, max_prompt_length=64, beta0=0.01, beta1=0.01),
                       align=dict(_ALIGN, max_length=112, max_prompt_length=64)),
