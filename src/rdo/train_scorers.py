@@ -252,7 +252,7 @@ class ScorerTrainer(MetricsTrainer):
         for name, p in opt_model.named_parameters():
             if p.requires_grad:
                 groups[(id(p) in head, name in decay)].append(p)
-        if not any(is_head for is_head, _ in groups) or all(is_head for is_head, _ in groups):
+        if not any(is_head for is_head, _ in groups):  # (all head is right: --freeze_backbone)
             raise RuntimeError(
                 "could not tell the score head's parameters from the backbone's in the wrapped model "
                 f"({sum(map(len, groups.values()))} trainable tensors); --head_learning_rate needs the original parameters "

@@ -72,8 +72,9 @@ METHODS = {"dpo": ("rm", 0.0), "dpo+rc (reward model)": ("rm", None), "dpo+rc (d
 
 # --- 1. labels ---------------------------------------------------------------------------------
 
-def _pair(row: dict, prompt: str, chosen: str, rejected: str, gold_c: float, gold_r: float, **extra) -> dict:
-    return {"id": row["id"], "prompt": [{"role": "user", "content": prompt}],
+def _pair(row: dict, k: int, prompt: str, chosen: str, rejected: str, gold_c: float, gold_r: float, **extra) -> dict:
+    # ids are unique per pair (rdo refuses duplicated ids); prompt_id groups a prompt's pairs
+    return {"id": f"{row['id']}-{k}", "prompt_id": row["id"], "prompt": [{"role": "user", "content": prompt}],
             "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
             "gold_chosen": gold_c, "gold_rejected": gold_r, **extra}
 
@@ -97,7 +98,7 @@ def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int) -> tuple
     pairs = []
     for r in train:
         ys = r["responses"]
-        for a, b in zip(ys[0::2], ys[1::2]):
+        for k, (a, b) in enumerate(zip(ys[0::2], ys[1::2])):
             if a == b:
                 stats["identical_skipped"] += 1
                 continue
@@ -107,18 +108,18 @@ def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int) -> tuple
             stats["gold_ties_train"] += ga == gb
             stats["wrong_labels"] += gc < gw
             stats["expected_wrong"] += p_wrong(ga, gb, tau) if ga != gb else 0.0
-            pairs.append(_pair(r, r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
+            pairs.append(_pair(r, k, r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
     heldout = []
     for r in test:
         ys = list(dict.fromkeys(r["responses"]))  # distinct answers, first-seen order
         cycle = [(i, (i + 1) % len(ys)) for i in range(len(ys) if len(ys) > 2 else 1)]
-        for i, j in cycle:
+        for k, (i, j) in enumerate(cycle):
             gi, gj = vader_reward(r["prompt"], ys[i]), vader_reward(r["prompt"], ys[j])
             if gi == gj:
                 stats["gold_ties_test"] += 1
                 continue
             (c, gc), (w, gw) = ((ys[i], gi), (ys[j], gj)) if gi > gj else ((ys[j], gj), (ys[i], gi))
-            heldout.append(_pair(r, r["prompt"], c, w, gc, gw))
+            heldout.append(_pair(r, k, r["prompt"], c, w, gc, gw))
     untied = len(pairs) - stats["gold_ties_train"]
     stats |= {"train_pairs": len(pairs), "dpo_pairs": min(preset.dpo_pairs, len(pairs)), "heldout_pairs": len(heldout),
               "wrong_label_share": stats["wrong_labels"] / untied if untied else None,
