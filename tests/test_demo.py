@@ -96,7 +96,11 @@ def test_gold_rewards_means_and_paired_differences(tmp_path):
     files = {}
     for name, answers in texts.items():
         files[name] = tmp_path / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps({"id": f"p{i}", "prompt": "q", "response": t}) + "\n" for i, t in enumerate(answers)))
+        files[name].write_text("".join(json.dumps({"id": f"p{i}", "prompt": "q", "response": t, "sample_index": 0}) + "\n" for i, t in enumerate(answers)))
+    out = gold_rewards(files, baseline="a")  # eval reward compares (a, b): read here as "b minus a"
+    (d,) = out["paired"]
+    assert (d["a"], d["b"]) == ("b", "a") and d["mean_diff"] == pytest.approx(
+        sum(vader_reward("q", y) - vader_reward("q", x) for x, y in zip(texts["a"], texts["b"])) / 3)
     out = gold_rewards(files, baseline="b")
     g = {n: [vader_reward("q", t) for t in ts] for n, ts in texts.items()}
     means = {w["name"]: w["mean"] for w in out["rewards"]}

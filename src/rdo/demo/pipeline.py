@@ -7,12 +7,12 @@
 3. train-diff  `rdo train-diff` (the same), then `rdo eval accuracy`
 4. score       `rdo score` writes R into the DPO pairs, once per scorer (cross-fitted with --folds K)
 5. align       `rdo align`: DPO, DPO+rc (reward model R), DPO+rc (difference model R) on the same pairs
-6. generate    greedy answers of the base model and the three policies to the held-out prompts
-7. gold        the gold reward of every answer, means with bootstrap intervals, paired differences vs DPO
+6. generate    `rdo generate`: greedy answers of the base model and the three policies to the held-out prompts
+7. gold        `rdo eval reward --reward_fn rdo.demo.task:vader_reward`: means with bootstrap intervals, paired differences vs DPO
 
 Every stage reruns on every call (each is deterministic for the seed), so a run folder never mixes
 results of different settings. Generation and gold scoring are the two small functions
-`greedy_answers` and `gold_rewards`.
+`greedy_answers` (`rdo generate`) and `gold_rewards` (`rdo eval reward --reward_fn`).
 """
 
 from __future__ import annotations
@@ -128,45 +128,46 @@ def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int) -> tuple
             "test_prompts": [{"id": r["id"], "prompt": r["prompt"]} for r in test]}, stats
 
 
-# --- 6-7. generation and the gold reward (the two functions `rdo generate` / `rdo eval reward` replace) ---
+# --- 6-7. generation and the gold reward: `rdo generate` and `rdo eval reward --reward_fn` ---------
 
-def greedy_answers(model_dir: str | Path, prompts: list[dict], out: Path, max_new_tokens: int, batch_size: int) -> Path:
-    """Greedy answers of one model to the held-out prompts, written in the generations JSONL format."""
-    from rdo.demo.candidates import sample_answers
+GOLD = "rdo.demo.task:vader_reward"
 
-    decoding = {"strategy": "greedy", "max_new_tokens": max_new_tokens}
-    answers = sample_answers(model_dir, [p["prompt"] for p in prompts], decoding, batch_size)
-    atomic.write_jsonl(out, [{"id": p["id"], "rdo_row": i, "prompt": p["prompt"], "response": a[0], "sample_index": 0,
-                              "model": str(model_dir), "decoding": decoding} for i, (p, a) in enumerate(zip(prompts, answers), 1)])
+
+def greedy_answers(model_dir: str | Path, prompts_file: Path, out: Path, max_new_tokens: int, batch_size: int) -> Path:
+    """`rdo generate`: greedy answers of one model to the held-out prompts (each sent as one user turn)."""
+    from rdo.config import GenerateConfig
+    from rdo.generate import generate_command
+
+    generate_command(GenerateConfig(model_name_or_path=str(model_dir), dataset_name=str(prompts_file), dataset_split="train",
+                                    output=str(out), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                    chat_text_prompts=True, device="cpu", torch_dtype="float32", overwrite=True))
     return out
 
 
-def gold_rewards(files: dict[str, Path], baseline: str, resamples: int = 2000, seed: int = 0) -> dict:
-    """Gold reward of every answer: per model the mean with a bootstrap interval, and paired differences
-    against `baseline` on the same prompts (the reward.json format of `rdo eval reward`)."""
-    from rdo.demo.task import vader_reward
-    from rdo.evaluate.stats import bootstrap_ci, paired_bootstrap_ci
+def gold_rewards(files: dict[str, Path], baseline: str, resamples: int = 2000, seed: int = 0, output: Path | None = None) -> dict:
+    """`rdo eval reward --reward_fn rdo.demo.task:vader_reward` over every model's answers; the paired
+    comparisons are turned to read "model minus `baseline`" (reward.json format, names = the keys of `files`)."""
+    from rdo.config import EvalRewardConfig
+    from rdo.evaluate.reward import eval_reward
 
-    scorer = "rdo.demo.task:vader_reward"
-    per = {}
-    for name, path in files.items():
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
-        per[name] = {r["id"]: vader_reward(r["prompt"], r["response"]) for r in rows}
-    out = {"files": [{"name": n, "path": str(p), "n": len(per[n])} for n, p in files.items()], "rewards": [], "paired": []}
-    for name, values in per.items():
-        v = list(values.values())
-        out["rewards"].append({"name": name, "scorer": scorer, "n": len(v), "mean": sum(v) / len(v), "ci95": bootstrap_ci(v, resamples, seed)})
-    for name in per:
-        if name == baseline:
-            continue
-        ids = sorted(per[name].keys() & per[baseline].keys())
-        a, b = [per[name][i] for i in ids], [per[baseline][i] for i in ids]
-        d = [x - y for x, y in zip(a, b)]
-        out["paired"].append({"a": name, "b": baseline, "scorer": scorer, "n": len(ids), "mean_diff": sum(d) / len(d),
-                              "ci95": paired_bootstrap_ci(a, b, resamples, seed),
-                              "frac_a_higher": sum(x > 0 for x in d) / len(d), "frac_b_higher": sum(x < 0 for x in d) / len(d),
-                              "frac_tie": sum(x == 0 for x in d) / len(d)})
-    return out
+    stems = {Path(p).stem: name for name, p in files.items()}
+    if len(stems) != len(files):
+        raise ValueError(f"generations files need distinct names: {sorted(map(str, files.values()))}")
+    res = eval_reward(EvalRewardConfig(generations=[str(p) for p in files.values()], reward_fn=[GOLD], bootstrap=resamples,
+                                       seed=seed, output=str(output) if output else None))
+    for r in (*res["files"], *res["rewards"]):
+        r["name"] = stems[r["name"]]
+    paired = []
+    for d in res["paired"]:
+        d["a"], d["b"] = stems[d["a"]], stems[d["b"]]
+        if d["a"] == baseline:  # flip to "other minus baseline"
+            lo, hi = d["ci95"] or (None, None)
+            d = dict(d, a=d["b"], b=d["a"], mean_diff=-d["mean_diff"], ci95=None if lo is None else [-hi, -lo],
+                     frac_a_higher=d["frac_b_higher"], frac_b_higher=d["frac_a_higher"])
+        if d["b"] == baseline:
+            paired.append(d)
+    res["paired"] = paired
+    return res
 
 
 # --- the stages --------------------------------------------------------------------------------
@@ -242,15 +243,13 @@ def run_demo(cfg: DemoConfig) -> dict:
         return run
 
     def generate_stage():
-        prompts = [json.loads(line) for line in p["test_prompts"].read_text().splitlines()]
         models = {"base": model, **{name: out / slug(name) for name in METHODS}}
-        return {name: str(greedy_answers(path, prompts, out / f"generations/{slug(name)}.jsonl", preset.max_new_tokens, preset.batch_size))
-                for name, path in models.items()}
+        return {name: str(greedy_answers(path, p["test_prompts"], out / f"generations/{slug(name)}.jsonl", preset.max_new_tokens,
+                                         preset.batch_size)) for name, path in models.items()}
 
     def gold_stage():
-        reward = gold_rewards({n: Path(f) for n, f in results["generate"].items()}, baseline="dpo", seed=cfg.seed)
-        atomic.write_json(out / "reward.json", reward)
-        return reward
+        return gold_rewards({n: Path(f) for n, f in results["generate"].items()}, baseline="dpo", seed=cfg.seed,
+                            output=out / "reward.json")
 
     stages = [("data", data), ("train-rm", scorer_stage("rm")), ("train-diff", scorer_stage("diff")),
               ("score rm", score_stage("rm")), ("score diff", score_stage("diff")),
