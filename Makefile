@@ -21,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml requirements/pinned.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m rdo.demo
+	$(BIN)/rdo demo
 
 test: install
 	$(BIN)/python -m pytest -q

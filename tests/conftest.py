@@ -130,3 +130,12 @@ def run_align(tiny_model: Path, data: Path, out: Path, method: str, *flags: str)
 def step_logs(metrics: dict) -> list[dict]:
     """The per-step entries of a run's log history (not the final summary)."""
     return [e for e in metrics["log_history"] if "loss" in e]
+
+
+def free_port() -> int:
+    """A port no process listens on now (a fixed one collides with another run or test on the machine)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

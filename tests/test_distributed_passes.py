@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import synthetic_pairs, write_jsonl
+from conftest import free_port, synthetic_pairs, write_jsonl
 from scorer_helpers import learnable_pairs
 
 WORKER = Path(__file__).parent / "scripts" / "mp_passes_worker.py"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.multiproc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_jsonl
+from conftest import free_port, write_jsonl
 
 WORKER = Path(__file__).parent / "scripts" / "mp_generate_worker.py"
 PROMPTS = ["say a:", "hello there, how", "xyz", "The quick brown fox jumps", "1+1=", "q"]
@@ -140,12 +139,13 @@ def eot_tokenizer():
 
 
 def test_stop_token_ids_find_the_end_of_turn(byte_tok):
-    from rdo.generate import end_of_turn_id, stop_token_ids
+    from rdo.data.chat import end_of_turn_ids
+    from rdo.generate import stop_token_ids
 
     tok = eot_tokenizer()
     end = tok.convert_tokens_to_ids("<|end|>")
-    assert end_of_turn_id(tok) == end and stop_token_ids(tok) == sorted([tok.eos_token_id, end])
-    assert end_of_turn_id(byte_tok) is None  # rdo.tiny's template ends turns with a plain "\n": not a stop token
+    assert end_of_turn_ids(tok) == [tok.eos_token_id, end] and stop_token_ids(tok) == sorted([tok.eos_token_id, end])
+    assert end_of_turn_ids(byte_tok) == [byte_tok.eos_token_id]  # rdo.tiny's template ends turns with a plain "\n": not a stop token
     assert stop_token_ids(byte_tok) == [byte_tok.eos_token_id]
 
 
@@ -271,11 +271,6 @@ def test_bad_settings_and_rows_are_one_line_errors(tiny_model, tmp_path, capsys)
     if "/" in gu.GENERATION_MODES_MAPPING[GenerationMode.GROUP_BEAM_SEARCH]:  # moved out of this transformers
         assert "diverse beam search" in err and "pip install" in err
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.multiproc

@@ -105,15 +105,12 @@ def test_a_model_that_rescales_its_logits_falls_back_to_them():
 def test_ddp_with_unused_parameter_search_and_an_untied_head():
     """Trainer's DDP searches the graph from the forward's outputs for unused parameters: the head's
     zero-width capture output must still reach every parameter, or backward fails ('marked ready twice')."""
-    import socket
-
     import torch.distributed as dist
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    from conftest import free_port
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
         config = LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import synthetic_pairs, write_jsonl
+from conftest import free_port, synthetic_pairs, write_jsonl
 
 WORKER = Path(__file__).parent / "scripts" / "mp_align_worker.py"
 
-
-def free_port() -> int:
-    """A port no process listens on now (a fixed one collides with another run or test on the machine)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.multiproc

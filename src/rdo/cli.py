@@ -21,6 +21,7 @@ COMMANDS = {
     "prepare": ("rdo.pipeline_prepare", "PrepareConfig", "prepare", "Copy (and convert) a dataset into the JSONL the other commands read."),
     "run": ("rdo.pipeline", "RunConfig", "run", "Run a pipeline YAML (scorers, score, align sweep, generate, evaluate, report); reruns redo only what changed."),
     "report": ("rdo.report", "ReportConfig", "report", "HTML + Markdown report with plots over a run folder."),
+    "demo": ("rdo.demo", "DemoConfig", "demo", "The whole RDO pipeline on SmolLM2-135M-Instruct, offline, ending in a table with intervals."),
 }
 
 # A command's first bare argument fills this field (`rdo run PIPELINE.yaml`, `rdo report RUN_DIR`).

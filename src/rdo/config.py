@@ -196,6 +196,7 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
 
     model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.")
     head_learning_rate: float = arg(1e-4, "Learning rate of the new score head (the paper: 1e-4; --learning_rate is the backbone's, 1e-5).")
+    freeze_backbone: bool = arg(False, "Train only the new score head on the frozen backbone (a linear probe: no backward through the LM).")
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-5, "Peak learning rate of the backbone (the paper: 1e-5).")
     num_train_epochs: float = arg(1.0, "Epochs (the paper trains scorers for one).")
@@ -211,6 +212,8 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
             raise ValueError("set --dataset_name to a preference data file, a save_to_disk folder or a hub id")
         if self.head_learning_rate <= 0 or self.learning_rate <= 0:
             raise ValueError("--learning_rate and --head_learning_rate must be > 0")
+        if self.freeze_backbone and self.lora_r > 0:
+            raise ValueError("--freeze_backbone trains the head alone; drop --lora_r (or --freeze_backbone)")
         self.truncation  # validates max_length / max_prompt_length now, with their messages
 
 
@@ -579,3 +582,40 @@ class ReportConfig:
     def __post_init__(self):
         if not self.run_dir:
             raise ValueError("name the run folder: rdo report RUN_DIR")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+DEMO_PRESETS = ("smollm2", "tiny")
+DEMO_STAGES = ("data", "train-rm", "train-diff", "score", "align", "generate", "gold")
+
+
+@dataclass
+class DemoConfig:
+    """`rdo demo`: the whole RDO pipeline on SmolLM2-135M-Instruct (offline, CPU), ending in a table with intervals."""
+
+    preset: str = arg("smollm2", "smollm2: the real model, about 15 min on 2 cores; tiny: a locally built 2-layer model on fewer prompts (a smoke run in seconds).", choices=list(DEMO_PRESETS))
+    output_dir: str = arg("runs/demo", "Run folder: data, scorers, policies, generations, report.json and table.md.")
+    seed: int = arg(0, "Seed of the label draw and of every training (same seed, same table).")
+    label_noise: float = arg(0.3, "Bradley-Terry temperature tau of the labels: P(a preferred) = sigmoid((gold_a - gold_b) / tau); 0 = noise-free.")
+    alpha: float = arg(0.5, "α of the two DPO+rc runs (weight = R^α).")
+    folds: int = arg(1, "Cross-fitting for `rdo score`: K > 1 scores every training pair with scorers that never saw it.")
+    candidates: str | None = arg(None, "Candidates file (default: the shipped src/rdo/demo/data/candidates.jsonl).")
+    regenerate_data: bool = arg(False, "Sample the candidates file again from SmolLM2 (minutes), write it to --candidates or the shipped path, and stop.")
+    train_prompts: int | None = arg(None, "Use only the first N training prompts (2 noisy pairs each); default: the preset's (smollm2: all 192).")
+    test_prompts: int | None = arg(None, "Use only the first N held-out prompts; default: the preset's (smollm2: all 64).")
+    dpo_pairs: int | None = arg(None, "DPO trains on the first N noisy training pairs; default: the preset's (smollm2: 96).")
+    stop_after: str | None = arg(None, "Stop after this stage (data, train-rm, train-diff, score, align, generate); the report holds what ran.", choices=list(DEMO_STAGES))
+
+    def __post_init__(self):
+        if self.preset not in DEMO_PRESETS:
+            raise ValueError(f"--preset {self.preset!r}: choose one of {DEMO_PRESETS}")
+        if self.label_noise < 0:
+            raise ValueError(f"--label_noise {self.label_noise} must be >= 0 (0 = labels follow the gold reward exactly)")
+        if self.folds < 1:
+            raise ValueError(f"--folds {self.folds} must be >= 1 (1 = no cross-fitting)")
+        for name in ("train_prompts", "test_prompts", "dpo_pairs"):
+            if getattr(self, name) is not None and getattr(self, name) < 2:
+                raise ValueError(f"--{name} {getattr(self, name)} must be >= 2 (or unset for the preset's size)")
+        if self.stop_after is not None and self.stop_after not in DEMO_STAGES:
+            raise ValueError(f"--stop_after {self.stop_after!r}: choose one of {DEMO_STAGES}")

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rdo import distributed
+from rdo.data import chat
 from rdo.config import GenerateConfig
 from rdo.fingerprint import digest, model_fingerprint, tokenizer_fingerprint
 from rdo.shards import Shards
@@ -42,35 +43,19 @@ STRATEGIES = ("greedy", "beam", "sample")
 # --- prompts and stopping (one home each; see the data layer) ----------------------------------
 
 def render_prompt(tokenizer, prompt, chat_text: bool = False) -> str:
-    """The text the model continues: a message list rendered with the chat template's generation
-    prompt; a string as is, or (chat_text) as one user turn."""
-    if isinstance(prompt, str) and not chat_text:
-        return prompt
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("rendering a chat prompt needs a tokenizer with a chat template; this tokenizer has none")
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def end_of_turn_id(tokenizer) -> int | None:
-    """The special token the chat template closes an assistant turn with, if it has one."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-    sentinel = "rdo-sentinel"
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}], tokenize=False)
-    after = text[text.rfind(sentinel) + len(sentinel):]
-    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-    # only a special token ends a turn: a template that closes turns with "\n" must not stop at every newline
-    return ids[0] if ids and ids[0] in tokenizer.all_special_ids + list(getattr(tokenizer, "added_tokens_decoder", {})) else None
+    """The text the model continues (rdo.data.chat.render_prompt, the rule training uses); with
+    `chat_text` a string prompt is sent as one user turn of the chat template."""
+    if isinstance(prompt, str) and chat_text:
+        prompt = [{"role": "user", "content": prompt}]
+    return chat.render_prompt(tokenizer, prompt)
 
 
 def stop_token_ids(tokenizer, model=None) -> list[int]:
-    """EOS, the model's generation-config EOS ids, and the chat template's end of turn."""
-    ids = [tokenizer.eos_token_id]
+    """EOS and the chat template's end-of-turn tokens (rdo.data.chat.end_of_turn_ids), plus the model's
+    generation-config EOS ids."""
+    ids = list(chat.end_of_turn_ids(tokenizer))
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids += gen_eos if isinstance(gen_eos, list) else [gen_eos]
-    ids.append(end_of_turn_id(tokenizer))
     return sorted({int(i) for i in ids if i is not None})
 
 
@@ -78,7 +63,7 @@ def prompt_token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of rendered prompts, with the BOS rule training uses (rdo.data.tokenize.Encoder)."""
     from rdo.data.tokenize import Encoder, Truncation
 
-    enc = Encoder(tokenizer, Truncation())
+    enc = Encoder(tokenizer, Truncation(max_prompt_length=None))
     return [enc.prompt_ids(t) for t in texts]
 
 

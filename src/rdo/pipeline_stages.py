@@ -230,8 +230,10 @@ class Builder:
                     folder = str(self.run / name / "model")
                     values = _pick(self.training, "align") | {
                         "model_name_or_path": self.model, "dataset_name": source, "method": method, "alpha": float(alpha),
-                        "output_dir": folder, "ref_cache_dir": str(self.run / "ref_cache"),  # one cache for the whole sweep
+                        "output_dir": folder,
                     }
+                    if _needs_reference(method):
+                        values["ref_cache_dir"] = str(self.run / "ref_cache")  # one cache for the whole sweep
                     inputs = [source, self.model]
                     if align.get("eval_data"):
                         values["eval_dataset_name"] = self.data(align["eval_data"], "align.eval_data")
@@ -296,3 +298,13 @@ class Builder:
             if "cache_dir" in args:
                 raise ValueError(f"{self.source}: eval_judge: cache_dir is set by the pipeline (one cache in the run folder)")
             self.add(name, "eval judge", values, [generations[a], generations[b]], [out], args)
+
+
+def _needs_reference(method: str) -> bool:
+    """Whether `rdo align --method` reads a reference (RRHF and SimPO do not, and refuse --ref_* options)."""
+    from rdo.methods import get_method
+
+    try:
+        return get_method(method).needs_reference
+    except (KeyError, ValueError):  # an unknown method is reported by the align config's own check
+        return False

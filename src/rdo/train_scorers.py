@@ -28,7 +28,8 @@ from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
 from rdo.data.formats import CHAT_KEY
-from rdo.scorers import DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, resolve_template, use_scorer_pad
+from rdo.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names,
+                         resolve_template, use_scorer_pad)
 from rdo.trainer import MetricsTrainer
 
 log = logging.getLogger("rdo.train_scorers")
@@ -251,7 +252,7 @@ class ScorerTrainer(MetricsTrainer):
         for name, p in opt_model.named_parameters():
             if p.requires_grad:
                 groups[(id(p) in head, name in decay)].append(p)
-        if not any(is_head for is_head, _ in groups) or all(is_head for is_head, _ in groups):
+        if not any(is_head for is_head, _ in groups):  # (all head is right: --freeze_backbone)
             raise RuntimeError(
                 "could not tell the score head's parameters from the backbone's in the wrapped model "
                 f"({sum(map(len, groups.values()))} trainable tensors); --head_learning_rate needs the original parameters "
@@ -323,6 +324,10 @@ def _train(cfg, kind: str) -> dict:
                                cfg.model_revision, cfg.attn_implementation)
     if cfg.disable_dropout and (n := disable_dropout(model)):  # before LoRA: --lora_dropout is kept
         log.info("%s: turned off %d dropout(s) (--disable_dropout)", cfg.model_name_or_path, n)
+    if cfg.freeze_backbone:  # a linear probe: only the head learns, so no backward runs through the LM
+        head = head_parameter_names(model)
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in head)
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
     if kind == "reward":

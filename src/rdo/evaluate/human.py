@@ -26,7 +26,7 @@ from rdo import atomic
 from rdo.config import HumanExportConfig, HumanTallyConfig
 from rdo.data.errors import DataError
 from rdo.evaluate.judge_pairs import OUTCOMES, majority, matched_examples, sample_examples
-from rdo.evaluate.stats import rate_cis
+from rdo.evaluate.stats import format_rate, rate_cis
 from rdo.fingerprint import digest, file_digest
 
 log = logging.getLogger("rdo.eval")
@@ -257,10 +257,7 @@ def human_tally(cfg: HumanTallyConfig) -> dict:
 
 def format_tally(result: dict) -> str:
     def pct(s: dict) -> str:
-        if s["rate"] is None:
-            return "-"
-        lo, hi = s["ci95"] or (s["rate"], s["rate"])
-        return f"{100 * s['rate']:5.1f} [{100 * lo:4.1f},{100 * hi:5.1f}]"
+        return format_rate(s, "-")
 
     lines = [f"{'annotator':20s} {'n':>4s}  {'win (A better) %':18s} {'tie %':18s} {'loss %':18s}"]
     for a in result["annotators"] + [{"name": "majority", **result["majority"]}]:

@@ -29,7 +29,7 @@ from rdo.config import EvalJudgeConfig
 from rdo.evaluate.judge_cache import ReplyCache
 from rdo.evaluate.judge_client import Backoff, CallResult, HTTPJudge, LocalJudge
 from rdo.evaluate.judge_pairs import OUTCOMES, Example, majority, matched_examples, sample_examples
-from rdo.evaluate.stats import rate_cis
+from rdo.evaluate.stats import format_rate, rate_cis
 
 log = logging.getLogger("rdo.eval")
 
@@ -276,10 +276,7 @@ def eval_judge(cfg: EvalJudgeConfig) -> dict:
 
 def format_table(result: dict) -> str:
     def pct(s: dict) -> str:
-        if s["rate"] is None:
-            return "     -          "
-        lo, hi = s["ci95"] or (s["rate"], s["rate"])
-        return f"{100 * s['rate']:5.1f} [{100 * lo:4.1f},{100 * hi:5.1f}]"
+        return format_rate(s, "     -          ")
 
     lines = [f"A = {result['a']}\nB = {result['b']}\n{result['n']} examples, each judged in both orders\n",
              f"{'judge':32s} {'n':>4s}  {'win (A better) %':18s} {'tie %':18s} {'loss %':18s} {'consistent':>10s}  calls"]

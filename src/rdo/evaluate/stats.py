@@ -64,3 +64,11 @@ def rate_cis(outcomes: Sequence[str], categories: Sequence[str], resamples: int 
         out[c] = {"n": count, "rate": count / n if n else None,
                   "ci95": _quantiles(means[:, j], level) if means is not None else None}
     return out
+
+
+def format_rate(s: dict, missing: str = "-") -> str:
+    """One `rate_cis` entry as a table cell: 'rate% [lo, hi]' in percent."""
+    if s["rate"] is None:
+        return missing
+    lo, hi = s["ci95"] or (s["rate"], s["rate"])
+    return f"{100 * s['rate']:5.1f} [{100 * lo:4.1f},{100 * hi:5.1f}]"

@@ -5,7 +5,7 @@ sees the same length-sorted batches; `random` draws fresh batches. This trains t
 on the same noisy pairs with each sampler and several seeds, and reports held-out accuracy against
 the *true* preference (the held-out labels are noise-free).
 
-    python -m benchmarks.bench_sampler --seeds 3 --pairs 600
+    python -m benchmarks.study_sampler --seeds 3 --pairs 600
 
 Task: responses are strings over {a, b, c, d} of 3-20 letters; true reward = #a - #b (c, d are
 neutral); training labels are drawn Bradley-Terry from the true reward difference / T (so close

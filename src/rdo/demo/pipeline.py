@@ -1,0 +1,357 @@
+"""`rdo demo`: the RDO study in miniature, as a list of stages each calling one rdo command.
+
+1. data        labels for the shipped SmolLM2 candidates, drawn from a Bradley-Terry model of the
+               gold reward (VADER) with temperature tau: noisy training pairs, a subset of them for
+               DPO, and held-out pairs ordered by the gold reward itself (the true preference)
+2. train-rm    `rdo train-rm` (frozen backbone + trained head), then `rdo eval accuracy` on the held-out pairs
+3. train-diff  `rdo train-diff` (the same), then `rdo eval accuracy`
+4. score       `rdo score` writes R into the DPO pairs, once per scorer (cross-fitted with --folds K)
+5. align       `rdo align`: DPO, DPO+rc (reward model R), DPO+rc (difference model R) on the same pairs
+6. generate    `rdo generate`: greedy answers of the base model and the three policies to the held-out prompts
+7. gold        `rdo eval reward --reward_fn rdo.demo.task:vader_reward`: means with bootstrap intervals, paired differences vs DPO
+
+Every stage reruns on every call (each is deterministic for the seed), so a run folder never mixes
+results of different settings. Generation and gold scoring are the two small functions
+`greedy_answers` (`rdo generate`) and `gold_rewards` (`rdo eval reward --reward_fn`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rdo import atomic
+from rdo.config import DemoConfig
+
+log = logging.getLogger("rdo.demo")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and recipes of one demo preset (chosen once for the time budget, not tuned on the outcome)."""
+
+    train_prompts: int | None  # None: every training prompt of the task
+    test_prompts: int | None
+    dpo_pairs: int  # noisy training pairs DPO trains on (the first ones, the same for every method)
+    max_new_tokens: int
+    scorer: dict = field(default_factory=dict)  # shared by train-rm and train-diff
+    rm: dict = field(default_factory=dict)
+    diff: dict = field(default_factory=dict)
+    align: dict = field(default_factory=dict)
+    batch_size: int = 16  # generation and scoring
+
+
+# Scorers: a frozen backbone with a trained linear head (a probe on the LM's last-token state). On a
+# 2-core CPU it costs one forward per sequence and epoch, no backward, so both scorers fit the budget.
+# Head lr 1e-2, one epoch: a probe fitted offline to the cached last-token states of 128 of these
+# pairs reached held-out accuracy 0.50-0.53 with Adam at 1e-3 to 3e-3 and 0.59-0.61 at 1e-2 over 32-64
+# steps (docs/results.md); 384 pairs at batch 8 are 48 steps.
+_SCORER = dict(freeze_backbone=True, head_learning_rate=1e-2, num_train_epochs=1, per_device_train_batch_size=8,
+               per_device_eval_batch_size=16, lr_scheduler_type="constant", logging_steps=10)
+_ALIGN = dict(method="dpo", beta=0.1, learning_rate=1e-5, num_train_epochs=1, lr_scheduler_type="constant",
+              per_device_train_batch_size=4, per_device_eval_batch_size=16, logging_steps=8)
+PRESETS = {
+    "smollm2": Preset(None, None, 96, 32, _SCORER,  # 96 DPO pairs: three DPO runs are ~half of the 15-minute budget
+                      rm=dict(max_length=112, max_prompt_length=64),
+                      diff=dict(max_length=160, max_prompt_length=64, beta0=0.01, beta1=0.01),
+                      align=dict(_ALIGN, max_length=112, max_prompt_length=64)),
+    "tiny": Preset(12, 6, 12, 16, _SCORER,
+                   rm=dict(max_length=256, max_prompt_length=96),
+                   diff=dict(max_length=448, max_prompt_length=96, beta0=0.01, beta1=0.01),
+                   align=dict(_ALIGN, max_length=256, max_prompt_length=96, learning_rate=1e-3)),
+}
+CPU = dict(use_cpu=True, report_to="none", disable_tqdm=False, save_strategy="no")
+METHODS = {"dpo": ("rm", 0.0), "dpo+rc (reward model)": ("rm", None), "dpo+rc (difference model)": ("diff", None)}
+
+
+# --- 1. labels ---------------------------------------------------------------------------------
+
+def _pair(row: dict, k: int, prompt: str, chosen: str, rejected: str, gold_c: float, gold_r: float, **extra) -> dict:
+    # ids are unique per pair (rdo refuses duplicated ids); prompt_id groups a prompt's pairs
+    return {"id": f"{row['id']}-{k}", "prompt_id": row["id"], "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
+            "gold_chosen": gold_c, "gold_rejected": gold_r, **extra}
+
+
+def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int) -> tuple[dict[str, list[dict]], dict]:
+    """Noisy training pairs, DPO's subset of them, and held-out pairs ordered by the gold reward.
+
+    Training: each prompt's candidates (0, 1) and (2, 3) make two disjoint pairs, labelled by one
+    Bradley-Terry draw each. Held-out: the cycle of distinct candidates (0, 1), (1, 2), (2, 3), (3, 0)
+    (every answer in two pairs; the two diagonals are left out to save scoring time), chosen = the one
+    with the higher gold reward (the noise-free preference); gold ties have no true order and are
+    counted, not used.
+    """
+    from rdo.demo.task import bt_label, p_wrong, vader_reward
+
+    rng = random.Random(seed)
+    train = [r for r in rows if r["split"] == "train"][: preset.train_prompts]
+    test = [r for r in rows if r["split"] == "test"][: preset.test_prompts]
+    stats = {"label_noise_tau": tau, "train_prompts": len(train), "test_prompts": len(test),
+             "identical_skipped": 0, "gold_ties_train": 0, "wrong_labels": 0, "expected_wrong": 0.0, "gold_ties_test": 0}
+    pairs = []
+    for r in train:
+        ys = r["responses"]
+        for k, (a, b) in enumerate(zip(ys[0::2], ys[1::2])):
+            if a == b:
+                stats["identical_skipped"] += 1
+                continue
+            ga, gb = vader_reward(r["prompt"], a), vader_reward(r["prompt"], b)
+            a_wins = bt_label(ga, gb, tau, rng)
+            (c, gc), (w, gw) = ((a, ga), (b, gb)) if a_wins else ((b, gb), (a, ga))
+            stats["gold_ties_train"] += ga == gb
+            stats["wrong_labels"] += gc < gw
+            stats["expected_wrong"] += p_wrong(ga, gb, tau) if ga != gb else 0.0
+            pairs.append(_pair(r, k, r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
+    heldout = []
+    for r in test:
+        ys = list(dict.fromkeys(r["responses"]))  # distinct answers, first-seen order
+        cycle = [(i, (i + 1) % len(ys)) for i in range(len(ys) if len(ys) > 2 else 1)]
+        for k, (i, j) in enumerate(cycle):
+            gi, gj = vader_reward(r["prompt"], ys[i]), vader_reward(r["prompt"], ys[j])
+            if gi == gj:
+                stats["gold_ties_test"] += 1
+                continue
+            (c, gc), (w, gw) = ((ys[i], gi), (ys[j], gj)) if gi > gj else ((ys[j], gj), (ys[i], gi))
+            heldout.append(_pair(r, k, r["prompt"], c, w, gc, gw))
+    untied = len(pairs) - stats["gold_ties_train"]
+    stats |= {"train_pairs": len(pairs), "dpo_pairs": min(preset.dpo_pairs, len(pairs)), "heldout_pairs": len(heldout),
+              "wrong_label_share": stats["wrong_labels"] / untied if untied else None,
+              "expected_wrong_share": stats["expected_wrong"] / untied if untied else None}
+    return {"scorer_train": pairs, "dpo_train": pairs[: preset.dpo_pairs], "heldout_true": heldout,
+            "test_prompts": [{"id": r["id"], "prompt": r["prompt"]} for r in test]}, stats
+
+
+# --- 6-7. generation and the gold reward: `rdo generate` and `rdo eval reward --reward_fn` ---------
+
+GOLD = "rdo.demo.task:vader_reward"
+
+
+def greedy_answers(model_dir: str | Path, prompts_file: Path, out: Path, max_new_tokens: int, batch_size: int) -> Path:
+    """`rdo generate`: greedy answers of one model to the held-out prompts (each sent as one user turn)."""
+    from rdo.config import GenerateConfig
+    from rdo.generate import generate_command
+
+    generate_command(GenerateConfig(model_name_or_path=str(model_dir), dataset_name=str(prompts_file), dataset_split="train",
+                                    output=str(out), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                    chat_text_prompts=True, device="cpu", torch_dtype="float32", overwrite=True))
+    return out
+
+
+def gold_rewards(files: dict[str, Path], baseline: str, resamples: int = 2000, seed: int = 0, output: Path | None = None) -> dict:
+    """`rdo eval reward --reward_fn rdo.demo.task:vader_reward` over every model's answers; the paired
+    comparisons are turned to read "model minus `baseline`" (reward.json format, names = the keys of `files`)."""
+    from rdo.config import EvalRewardConfig
+    from rdo.evaluate.reward import eval_reward
+
+    stems = {Path(p).stem: name for name, p in files.items()}
+    if len(stems) != len(files):
+        raise ValueError(f"generations files need distinct names: {sorted(map(str, files.values()))}")
+    res = eval_reward(EvalRewardConfig(generations=[str(p) for p in files.values()], reward_fn=[GOLD], bootstrap=resamples,
+                                       seed=seed, output=str(output) if output else None))
+    for r in (*res["files"], *res["rewards"]):
+        r["name"] = stems[r["name"]]
+    paired = []
+    for d in res["paired"]:
+        d["a"], d["b"] = stems[d["a"]], stems[d["b"]]
+        if d["a"] == baseline:  # flip to "other minus baseline"
+            lo, hi = d["ci95"] or (None, None)
+            d = dict(d, a=d["b"], b=d["a"], mean_diff=-d["mean_diff"], ci95=None if lo is None else [-hi, -lo],
+                     frac_a_higher=d["frac_b_higher"], frac_b_higher=d["frac_a_higher"])
+        if d["b"] == baseline:
+            paired.append(d)
+    res["paired"] = paired
+    return res
+
+
+# --- the stages --------------------------------------------------------------------------------
+
+def model_for(preset_name: str, out: Path) -> Path:
+    """SmolLM2 converted from the shipped GGUF, or a tiny 2-layer Llama built locally (seeded)."""
+    if preset_name == "tiny":
+        from rdo.tiny import build_tiny_model
+
+        return build_tiny_model(out / "tiny-model", seed=0)
+    from rdo.demo.smollm import smollm2_dir
+
+    return smollm2_dir()
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from rdo.align import align
+    from rdo.config import AlignConfig, EvalAccuracyConfig, ScoreConfig, TrainDiffConfig, TrainRMConfig
+    from rdo.demo.candidates import CANDIDATES, load_candidates, regenerate
+    from rdo.evaluate.accuracy import eval_accuracy
+    from rdo.scoring import score
+    from rdo.train_scorers import train_diff, train_rm
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = {k: getattr(cfg, k) for k in ("train_prompts", "test_prompts", "dpo_pairs") if getattr(cfg, k) is not None}
+    preset = dataclasses.replace(PRESETS[cfg.preset], **sizes)
+    model = model_for(cfg.preset, out)
+    if cfg.regenerate_data:
+        return regenerate(model, cfg.candidates or CANDIDATES)
+
+    p = {k: out / f"data/{k}.jsonl" for k in ("scorer_train", "dpo_train", "heldout_true", "test_prompts")}
+    common = dict(model_name_or_path=str(model), seed=cfg.seed, **CPU)
+    scorer_common = dict(common, dataset_name=str(p["scorer_train"]), **preset.scorer)
+    results: dict = {}
+
+    def data():
+        splits, stats = make_pairs(load_candidates(cfg.candidates or CANDIDATES), preset, cfg.label_noise, cfg.seed)
+        for k, rows in splits.items():
+            atomic.write_jsonl(p[k], rows)
+        return stats
+
+    def scorer_stage(kind: str):
+        def run():
+            train, config = (train_rm, TrainRMConfig) if kind == "rm" else (train_diff, TrainDiffConfig)
+            train(config(output_dir=str(out / kind), **scorer_common, **getattr(preset, kind)))
+            return eval_accuracy(EvalAccuracyConfig(scorer=str(out / kind), dataset_name=str(p["heldout_true"]),
+                                                    output=str(out / f"{kind}_accuracy.json"), bootstrap=2000, seed=cfg.seed,
+                                                    num_bins=3, device="cpu", batch_size=preset.batch_size))
+        return run
+
+    def score_stage(kind: str):
+        def run():
+            # Without cross-fitting only DPO's pairs are scored, in-sample (as in the paper). With --folds K all
+            # scorer pairs are scored by K scorers each trained on the other folds, and DPO's pairs kept.
+            scored = out / f"data/scored_{kind}.jsonl"
+            shutil.rmtree(scored.with_name(scored.name + ".folds"), ignore_errors=True)  # `rdo score` reuses fold models found there
+            source = p["dpo_train"] if cfg.folds == 1 else p["scorer_train"]
+            result = score(ScoreConfig(scorer=str(out / kind), dataset_name=str(source), output=str(scored), folds=cfg.folds,
+                                       seed=cfg.seed, device="cpu", overwrite=True, batch_size=preset.batch_size, dup_check_rows=0))
+            if cfg.folds > 1:
+                rows = scored.read_text().splitlines()[: results["data"]["dpo_pairs"]]
+                atomic.write_text(scored, "\n".join(rows) + "\n")
+            return result
+        return run
+
+    def align_stage(name: str, kind: str, alpha: float | None):
+        def run():
+            return align(AlignConfig(dataset_name=str(out / f"data/scored_{kind}.jsonl"), output_dir=str(out / slug(name)),
+                                     alpha=cfg.alpha if alpha is None else alpha, ref_cache_dir=str(out / "ref_cache"),
+                                     **common, **preset.align))["data"]["coefficients"]
+        return run
+
+    def generate_stage():
+        models = {"base": model, **{name: out / slug(name) for name in METHODS}}
+        return {name: str(greedy_answers(path, p["test_prompts"], out / f"generations/{slug(name)}.jsonl", preset.max_new_tokens,
+                                         preset.batch_size)) for name, path in models.items()}
+
+    def gold_stage():
+        return gold_rewards({n: Path(f) for n, f in results["generate"].items()}, baseline="dpo", seed=cfg.seed,
+                            output=out / "reward.json")
+
+    stages = [("data", data), ("train-rm", scorer_stage("rm")), ("train-diff", scorer_stage("diff")),
+              ("score rm", score_stage("rm")), ("score diff", score_stage("diff")),
+              *[(f"align {name}", align_stage(name, kind, alpha)) for name, (kind, alpha) in METHODS.items()],
+              ("generate", generate_stage), ("gold", gold_stage)]
+    if cfg.stop_after:  # "score" / "align" stop after every stage of that family
+        last = max(i for i, (name, _) in enumerate(stages) if name.split(" ")[0] == cfg.stop_after)
+        stages = stages[: last + 1]
+    seconds, cpu_seconds, start = {}, {}, time.time()
+    for i, (name, fn) in enumerate(stages, 1):
+        log.info("stage %d/%d: %s", i, len(stages), name)
+        t, c = time.time(), time.process_time()
+        results[name] = fn()
+        seconds[name], cpu_seconds[name] = round(time.time() - t, 1), round(time.process_time() - c, 1)
+    report = {"preset": cfg.preset, "seed": cfg.seed, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
+              "labels": results["data"],
+              "accuracy": {k: _accuracy(results[f"train-{k}"]) for k in ("rm", "diff") if f"train-{k}" in results},
+              "train_R": {k: r_agreement(out / f"data/scored_{k}.jsonl") for k in ("rm", "diff") if f"score {k}" in results},
+              "coefficients": {n: results[f"align {n}"] for n in METHODS if f"align {n}" in results},
+              "gold": results.get("gold"), "seconds": seconds,
+              "cpu_seconds": cpu_seconds,  # this process's CPU time: on a busy machine the load-independent cost
+              "threads": torch_threads(), "minutes": round((time.time() - start) / 60, 2)}
+    atomic.write_json(out / "report.json", report)
+    table = format_report(report)
+    atomic.write_text(out / "table.md", table + "\n")
+    print("\n" + table)
+    return report
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def r_agreement(scored: Path) -> dict:
+    """How often the sign of R on DPO's pairs agrees with the true (gold) order and with the noisy label."""
+    rows = [json.loads(line) for line in scored.read_text().splitlines()]
+    untied = [r for r in rows if r["gold_chosen"] != r["gold_rejected"]]
+    true = sum((r["rdo_reward_diff"] > 0) == (r["gold_chosen"] > r["gold_rejected"]) for r in untied)
+    return {"n": len(rows), "true_order_agreement": true / len(untied) if untied else None,
+            "label_agreement": sum(r["rdo_reward_diff"] > 0 for r in rows) / len(rows)}
+
+
+def slug(name: str) -> str:
+    return name.replace("+", "_").replace(" (", "_").replace(")", "").replace(" ", "_")
+
+
+def _accuracy(m: dict) -> dict:
+    keys = ("accuracy", "ci95", "n_pairs", "ties", "bins", "accuracy_single_pass", "position_consistency")
+    return {k: m[k] for k in keys if k in m}
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def verdict(ci: list[float] | None) -> str:
+    if ci is None:
+        return "no interval"
+    if ci[0] > 0:
+        return "higher (interval above 0)"
+    if ci[1] < 0:
+        return "lower (interval below 0)"
+    return "no detectable difference (interval includes 0)"
+
+
+def format_report(r: dict) -> str:
+    lab = r["labels"]
+    share = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+    lines = [
+        f"RDO demo ({r['preset']}, seed {r['seed']}): {lab['train_pairs']} noisy training pairs from {lab['train_prompts']} prompts "
+        f"(label noise tau = {r['label_noise']}: {share(lab['wrong_label_share'])} of the labels are wrong, "
+        f"{share(lab['expected_wrong_share'])} expected; {lab['gold_ties_train']} gold ties), DPO on the first {lab['dpo_pairs']}; "
+        f"{lab['test_prompts']} held-out prompts, {lab['heldout_pairs']} held-out pairs ordered by the gold reward.",
+        "",
+        "Scorer accuracy against the true (noise-free) preference on the held-out pairs (cf. the paper's Table 4):",
+        "",
+        "| scorer | accuracy | 95% CI | pairs | above chance? |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, label in (("rm", "reward model (`rdo train-rm`)"), ("diff", "difference model (`rdo train-diff`, symmetrised)")):
+        if kind not in r["accuracy"]:
+            continue
+        a = r["accuracy"][kind]
+        ci = a["ci95"]
+        above = "yes" if ci and ci[0] > 0.5 else "no (interval reaches 0.5)" if ci else "n/a"
+        lines.append(f"| {label} | {a['accuracy']:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | {a['n_pairs']} | {above} |")
+    if r["train_R"]:
+        lines += ["", f"Sign of R on DPO's {lab['dpo_pairs']} training pairs ({'cross-fitted, ' + str(r['folds']) + ' folds' if r['folds'] > 1 else 'in-sample'}): "
+                  + "; ".join(f"{k}: agrees with the true order {share(v['true_order_agreement'])}, with the noisy label {share(v['label_agreement'])}"
+                              for k, v in r["train_R"].items())]
+    gold = r["gold"]
+    if gold is None:
+        return "\n".join(lines + ["", f"(stopped after {list(r['seconds'])[-1]}) Stage times (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items())])
+    paired = {d["a"]: d for d in gold["paired"]}
+    lines += ["", f"Mean gold reward (VADER) of greedy answers to the {lab['test_prompts']} held-out prompts (cf. the paper's Table 1; "
+              f"α = {r['alpha']}{', cross-fitted scores' if r['folds'] > 1 else ''}):", "",
+              "| model | mean gold reward | 95% CI | vs DPO: mean diff | 95% CI | reading |", "|---|---|---|---|---|---|"]
+    for w in gold["rewards"]:
+        d = paired.get(w["name"])
+        diff = (f"{d['mean_diff']:+.3f} | [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {verdict(d['ci95'])}" if d
+                else "— | — | (baseline)")
+        lines.append(f"| {w['name']} | {w['mean']:+.3f} | [{w['ci95'][0]:+.3f}, {w['ci95'][1]:+.3f}] | {diff} |")
+    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()) + f"; total {r['minutes']} min wall, "
+              f"{sum(r['cpu_seconds'].values()) / 60:.1f} min CPU ({r['threads']} torch threads)."]
+    return "\n".join(lines)
