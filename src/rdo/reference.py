@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -95,6 +95,31 @@ def compute_reference_sharded(model, features: list[dict], collator, ref_step, b
     every process then runs the same number of forwards, as engines that gather parameters layer by
     layer (ZeRO-3, FSDP) require. One process: exactly `compute_reference`.
     """
+    from rdo import distributed as dist
+
+    with _full_parameters(model):
+        return _compute_sharded(model, features, collator, ref_step, batch_size, device, autocast)
+
+
+@contextmanager
+def _full_parameters(model):
+    """Under DeepSpeed ZeRO-3 the model arrives partitioned (zero.Init at load) and no engine exists yet:
+    gather its parameters on every rank for the pass (each GPU then holds the whole model meanwhile)."""
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+    except ImportError:
+        yield
+        return
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield
+
+
+def _compute_sharded(model, features, collator, ref_step, batch_size, device, autocast) -> dict[str, list[float]]:
     from rdo import distributed as dist
 
     world = dist.world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1

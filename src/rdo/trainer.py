@@ -32,7 +32,7 @@ def check_engine(args, accelerator) -> None:
                          "launch on GPUs with `accelerate launch --config_file configs/accelerate/fsdp2.yaml`.")
     if args.deepspeed and kind != DistributedType.DEEPSPEED:
         raise ValueError(f"--deepspeed is set, but accelerate runs this job as {kind.value}: install deepspeed and "
-                         "launch with `accelerate launch` or `deepspeed` on GPUs.")
+                         "launch with `accelerate launch` or `deepspeed`.")
 
 
 STAGING = "rdo-checkpoint" + atomic.TMP_TAG + "staging"  # the same name on every rank; clean_leftovers removes it
