@@ -42,7 +42,7 @@ from rdo.config import ScoreConfig
 from rdo.data import DataError, load_records
 from rdo.data.formats import CHAT_KEY
 from rdo.data.io import read_rows
-from rdo.scorers import Scorer, load_scorer, tokenize_many
+from rdo.scorers import Scorer, load_scorer
 from rdo.shards import Shards
 
 log = logging.getLogger("rdo.score")
