@@ -197,6 +197,8 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
     model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.")
     head_learning_rate: float = arg(1e-4, "Learning rate of the new score head (the paper: 1e-4; --learning_rate is the backbone's, 1e-5).")
     freeze_backbone: bool = arg(False, "Train only the new score head on the frozen backbone (a linear probe: no backward through the LM).")
+    cache_frozen: bool = arg(False, "With --freeze_backbone / --train_top_layers: compute the frozen layers' output once per sequence and replay it every epoch, so an epoch costs the trained layers only (memory: tokens x hidden size x 4 bytes).")
+    train_top_layers: int = arg(0, "Train only the head and the top N transformer layers (and the final norm); the embeddings and lower layers stay frozen, so the backward pass stops at layer L-N. 0: train every layer.")
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-5, "Peak learning rate of the backbone (the paper: 1e-5).")
     num_train_epochs: float = arg(1.0, "Epochs (the paper trains scorers for one).")
@@ -214,6 +216,14 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
             raise ValueError("--learning_rate and --head_learning_rate must be > 0")
         if self.freeze_backbone and self.lora_r > 0:
             raise ValueError("--freeze_backbone trains the head alone; drop --lora_r (or --freeze_backbone)")
+        if self.train_top_layers < 0:
+            raise ValueError(f"--train_top_layers {self.train_top_layers} must be >= 0 (0: train every layer)")
+        if self.train_top_layers and (self.freeze_backbone or self.lora_r > 0):
+            raise ValueError("--train_top_layers chooses which layers train: drop --freeze_backbone / --lora_r")
+        if self.cache_frozen and not (self.freeze_backbone or self.train_top_layers):
+            raise ValueError("--cache_frozen replays frozen layers: add --freeze_backbone or --train_top_layers N")
+        if self.cache_frozen and not self.disable_dropout:
+            raise ValueError("--cache_frozen needs --disable_dropout: with dropout on, the frozen layers' output changes every epoch")
         self.truncation  # validates max_length / max_prompt_length now, with their messages
 
 

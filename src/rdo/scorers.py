@@ -261,6 +261,35 @@ def head_modules(model) -> list:
     return [m for m in base.children() if m is not backbone]
 
 
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The backbone's stack of transformer blocks: its longest ModuleList (Llama `layers`, GPT-2 `h`, ...)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
+    stacks = [m for m in backbone.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
+    if not stacks:
+        raise ValueError(f"{type(backbone).__name__}: found no stack of transformer layers to train the top of")
+    return max(stacks, key=len)
+
+
+def train_only_top(model, n_layers: int) -> tuple[int, int]:
+    """Freeze the backbone except its top `n_layers` blocks and what follows them (the final norm).
+
+    The embeddings and the lower blocks get no gradient, so the backward pass stops at the first trained
+    block: a step costs about one forward plus the top blocks' backward. The head stays trainable.
+    Returns (trained blocks, total blocks).
+    """
+    layers = decoder_layers(model)
+    if not 0 < n_layers <= len(layers):
+        raise ValueError(f"--train_top_layers {n_layers}: the model has {len(layers)} layers")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, base.base_model_prefix)
+    frozen = {id(p) for m in layers[: len(layers) - n_layers] for p in m.parameters()}
+    frozen |= {id(p) for m in backbone.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) not in frozen)
+    return n_layers, len(layers)
+
+
 def head_parameter_names(model) -> set[str]:
     """Names of the score head's parameters in `model` as it is now (for reports and tests, not for selection)."""
     head = {id(p) for m in head_modules(model) for p in m.parameters()}
