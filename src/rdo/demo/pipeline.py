@@ -207,8 +207,11 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     p = {k: out / f"data/{k}.jsonl" for k in ("scorer_train", "dpo_train", "heldout_true", "test_prompts")}
     common = dict(model_name_or_path=str(model), seed=cfg.seed, **CPU)
-    scorer_common = dict(common, dataset_name=str(p["scorer_train"]), bf16=preset.bf16)
-    weights = "bfloat16" if preset.bf16 else "float32"  # scoring and generation
+    bf16 = preset.bf16 and native_bf16()
+    if preset.bf16 and not bf16:
+        log.warning("this CPU has no native bf16 (AMX / AVX512-BF16): running in float32, slower and with other numbers")
+    scorer_common = dict(common, dataset_name=str(p["scorer_train"]), bf16=bf16)
+    weights = "bfloat16" if bf16 else "float32"  # scoring and generation
     results: dict = {}
 
     def data():
@@ -245,7 +248,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         def run():
             return align(AlignConfig(dataset_name=str(out / f"data/scored_{kind}.jsonl"), output_dir=str(out / slug(name)),
                                      alpha=cfg.alpha if alpha is None else alpha, ref_cache_dir=str(out / "ref_cache"),
-                                     bf16=preset.bf16, **common, **preset.align))["data"]["coefficients"]
+                                     bf16=bf16, **common, **preset.align))["data"]["coefficients"]
         return run
 
     def generate_stage():
@@ -270,7 +273,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         t, c = time.time(), time.process_time()
         results[name] = fn()
         seconds[name], cpu_seconds[name] = round(time.time() - t, 1), round(time.process_time() - c, 1)
-    report = {"preset": cfg.preset, "seed": cfg.seed, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
+    report = {"preset": cfg.preset, "precision": "bf16" if bf16 else "fp32", "seed": cfg.seed, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
               "labels": results["data"],
               "accuracy": {k: _accuracy(results[f"train-{k}"]) for k in ("rm", "diff") if f"train-{k}" in results},
               "train_R": {k: r_agreement(out / f"data/scored_{k}.jsonl") for k in ("rm", "diff") if f"score {k}" in results},
@@ -283,6 +286,15 @@ def run_demo(cfg: DemoConfig) -> dict:
     atomic.write_text(out / "table.md", table + "\n")
     print("\n" + table)
     return report
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16): there the demo's forward passes run
+    2.5x faster than in fp32 (measured on SmolLM2); elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check is not None and check() for check in checks)
 
 
 def torch_threads() -> int:
@@ -359,5 +371,5 @@ def format_report(r: dict) -> str:
                 else "— | — | (baseline)")
         lines.append(f"| {w['name']} | {w['mean']:+.3f} | [{w['ci95'][0]:+.3f}, {w['ci95'][1]:+.3f}] | {diff} |")
     lines += ["", "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()) + f"; total {r['minutes']} min wall, "
-              f"{sum(r['cpu_seconds'].values()) / 60:.1f} min CPU ({r['threads']} torch threads)."]
+              f"{sum(r['cpu_seconds'].values()) / 60:.1f} min CPU ({r['threads']} torch threads, {r.get('precision', 'fp32')})."]
     return "\n".join(lines)
