@@ -3,8 +3,9 @@
 1. data        labels for the shipped SmolLM2 candidates, drawn from a Bradley-Terry model of the
                gold reward (VADER) with temperature tau: noisy training pairs, a subset of them for
                DPO, and held-out pairs ordered by the gold reward itself (the true preference)
-2. train-rm    `rdo train-rm` (frozen backbone + trained head), then `rdo eval accuracy` on the held-out pairs
-3. train-diff  `rdo train-diff` (the same), then `rdo eval accuracy`
+2. train-rm    `rdo train-rm` (the top 2 layers and the head trained, the frozen layers' output cached),
+               then `rdo eval accuracy` on the held-out pairs
+3. train-diff  `rdo train-diff` (a trained head on the frozen LM, cached), then `rdo eval accuracy`
 4. score       `rdo score` writes R into the DPO pairs, once per scorer (cross-fitted with --folds K)
 5. align       `rdo align`: DPO, DPO+rc (reward model R), DPO+rc (difference model R) on the same pairs
 6. generate    `rdo generate`: greedy answers of the base model and the three policies to the held-out prompts
