@@ -80,13 +80,20 @@ def fmt_ci(ci) -> str:
     return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "—"
 
 
+def fmt_rate_ci(p: float, n: int) -> str:
+    """Normal 95% interval of a rate over n pooled pairs (the seeds share the held-out pairs: too narrow, see docs)."""
+    half = 1.96 * math.sqrt(p * (1 - p) / n)
+    return f"[{p - half:.3f}, {p + half:.3f}]"
+
+
 def table(groups: dict, seeds: list[int]) -> str:
     lines = ["| noise τ | folds | seeds | RM accuracy | diff accuracy | diff − RM accuracy (95% CI) |"
              " DPO gold | rc(RM) − DPO (95% CI) | rc(diff) − DPO (95% CI) | rc(diff) − rc(RM) (95% CI) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (noise, folds), g in groups.items():
         acc = g["accuracy"]
-        row = [f"{noise}", f"{folds}", f"{len(g['runs'])}", f"{acc['rm']:.3f}", f"{acc['diff']:.3f}",
+        row = [f"{noise}", f"{folds}", f"{len(g['runs'])}", f"{acc['rm']:.3f} {fmt_rate_ci(acc['rm'], acc['n'])}",
+               f"{acc['diff']:.3f} {fmt_rate_ci(acc['diff'], acc['n'])}",
                f"{acc['mean_diff']:+.3f} {fmt_ci(acc['ci95'])}"]
         if g.get("paired"):
             p = g["paired"]

@@ -55,7 +55,7 @@ class FrozenCache:
         (`again`: also those stored already)."""
         todo = sorted({tuple(s) for s in sequences} - (set() if again else set(self.states)), key=len)
         hidden = self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else 0
-        if progress:
+        if not again:  # (the verification batch is not worth a line)
             log.info("--cache_frozen: %d sequences through the %d frozen layers once (%.0f MiB of states)",
                      len(todo), self.n_frozen, sum(map(len, todo)) * hidden * 4 / 2**20)
         box: list = []
