@@ -13,7 +13,8 @@ never depends on the padding; the stored states are the real positions', pads ar
 attention mask hides. `FrozenCache.verify` checks this on a batch against the plain forward and
 the trainer falls back to the plain forward (with a warning) when it does not hold.
 
-Memory: tokens × hidden size × 4 bytes (logged before computing).
+Memory: tokens × hidden size × 4 bytes (logged before computing). Under torchrun every process fills
+the whole cache (its sampler's rows change each epoch); the fill is not split across processes.
 """
 
 from __future__ import annotations
