@@ -67,7 +67,7 @@ FAIRNESS = [
     "with it (entropy, mean logits, top-1 accuracy), padding_free=False (its only value since the DPO refactor), "
     "pad_to_multiple_of=None, disable_dropout=True (Llama has no dropout, so a no-op). rdo applies the LM head "
     "only at response positions, in chunks, inside one autograd function that recomputes logits in backward "
-    "(rdo.logps.chunked_logps): neither side materialises (B, T, V) logits.",
+    "(rdo.core.logps.chunked_logps): neither side materialises (B, T, V) logits.",
     "MFU = 6 x (matmul parameters) x non-pad tokens/s over the fp32 matmul rate measured in the same worker "
     "with the same threads; the attention score term and the prompt tokens' share of the LM head are not "
     "counted (rdo computes no logits at prompt positions, so it does less work than 6N per token there).",
@@ -280,15 +280,15 @@ def make_trl(spec, model, tokenizer, rows, timer):
 
 
 def make_rdo(spec, model, tokenizer, rows, timer):
-    """What `rdo.align.align` does, minus loading and saving a model folder."""
+    """What `rdo.train.align.align` does, minus loading and saving a model folder."""
     import json
     from pathlib import Path
 
-    from rdo.align import prepare_features, training_autocast
+    from rdo.train.align import prepare_features, training_autocast
     from rdo.config import AlignConfig
-    from rdo.methods import get_method
-    from rdo.reference import compute_reference
-    from rdo.trainer import RDOTrainer
+    from rdo.core.methods import get_method
+    from rdo.train.reference import compute_reference
+    from rdo.train.trainer import RDOTrainer
 
     data = Path(spec["tmp_dir"]) / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -1,6 +1,6 @@
 """Generation throughput (`rdo generate`): length-sorted, left-padded batches vs one prompt at a time.
 
-    rdo     `rdo.generate.generate_ids` as `rdo generate` runs it: prompts sorted longest first into
+    rdo     `rdo.evaluate.generate.generate_ids` as `rdo generate` runs it: prompts sorted longest first into
             left-padded batches of `batch` prompts, greedy, stopping at EOS.
     naive   `model.generate` on each prompt alone (no padding at all), in data order.
 
@@ -29,7 +29,7 @@ def _prompts(n: int, seed: int) -> list[list[int]]:
 def run(quick: bool, device: str = "cpu") -> dict:
     import torch
 
-    from rdo.generate import Decoding, generate_ids
+    from rdo.evaluate.generate import Decoding, generate_ids
     from rdo.tiny import byte_tokenizer, tiny_llama
 
     size = "quick" if quick else ("cuda" if device.startswith("cuda") else "cpu")

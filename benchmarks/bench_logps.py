@@ -1,4 +1,4 @@
-"""Per-token log-probs from logits: `rdo.logps.selective_log_softmax` vs the naive full log-softmax.
+"""Per-token log-probs from logits: `rdo.core.logps.selective_log_softmax` vs the naive full log-softmax.
 
     naive:   torch.log_softmax(logits.float(), -1).gather(-1, index[..., None])  # materialises (B, T, V)
     rdo:     gather(logits, index) - logsumexp(logits), one (T, V) row at a time  # rdo's fp32 path
@@ -107,7 +107,7 @@ def measure_case(case: dict, shape, device: str, repeats: int) -> dict:
     import torch
 
     from benchmarks.measure import current_rss_mib, peak_rss_mib, reset_peak_rss, sync
-    from rdo.logps import selective_log_softmax
+    from rdo.core.logps import selective_log_softmax
 
     fn = {"naive": naive_logps, "rdo": selective_log_softmax, "rowwise": rowwise_logps}[case["variant"]]
     dtype = getattr(torch, case["dtype"])

@@ -1,6 +1,6 @@
 """Scoring throughput (`rdo score`): reward model vs difference model on the same pairs, and vs a naive loop.
 
-    rdo     `rdo.scoring.score_rows` as `rdo score` runs it: rows tokenised in one call, sequences sorted by
+    rdo     `rdo.score.scoring.score_rows` as `rdo score` runs it: rows tokenised in one call, sequences sorted by
             length into batches of up to `batch` sequences (on a CPU also at most 1024 padded tokens),
             forward under `inference_mode`.
     rdo-uncapped  the same without the CPU token cap (what a GPU gets), to show why the cap exists.
@@ -44,7 +44,7 @@ def make_pairs(n: int, seed: int, long: bool) -> list[dict]:
 
 def build_scorers(root: Path, layers: int, hidden: int, heads: int, dtype: str) -> dict[str, Path]:
     """One random backbone + head, saved as a reward scorer and as a difference scorer."""
-    from rdo.scorers import PAPER_TEMPLATE, ScorerSpec, build_scorer_model
+    from rdo.score.scorers import PAPER_TEMPLATE, ScorerSpec, build_scorer_model
     from rdo.tiny import byte_tokenizer, tiny_llama
 
     tok = byte_tokenizer()
@@ -70,7 +70,7 @@ def naive_loop(scorer, recs: list[dict], symmetrize: bool) -> None:
     import torch
 
     from rdo.data.collate import pad_sequences
-    from rdo.scoring import row_sequences
+    from rdo.score.scoring import row_sequences
 
     with torch.no_grad():
         for rec in recs:
@@ -101,8 +101,8 @@ def timed(fn, device: str) -> float:
 def run(quick: bool, device: str = "cpu") -> dict:
     import torch
 
-    from rdo.scorers import load_scorer
-    from rdo.scoring import score_rows
+    from rdo.score.scorers import load_scorer
+    from rdo.score.scoring import score_rows
 
     cuda = device.startswith("cuda")
     size = "quick" if quick else ("cuda" if cuda else "cpu")
@@ -145,7 +145,7 @@ def run(quick: bool, device: str = "cpu") -> dict:
             f"{by[('difference', 'rdo')]['speedup_vs_naive']}x (difference)",
         ],
         "fairness": [
-            "same pairs, same weights, same token ids (both paths call rdo.scoring.row_sequences); tokenisation is inside the timing",
+            "same pairs, same weights, same token ids (both paths call rdo.score.scoring.row_sequences); tokenisation is inside the timing",
             "one warm-up call per variant before timing; best of 2 interleaved rounds (full size); random weights "
             "(throughput does not depend on them)",
         ],

@@ -46,7 +46,7 @@ def run(pairs: int, seeds: int, epochs: float, root: Path, temperature: float = 
     from rdo.config import EvalAccuracyConfig, TrainRMConfig
     from rdo.evaluate.accuracy import eval_accuracy
     from rdo.tiny import build_tiny_model
-    from rdo.train_scorers import train_rm
+    from rdo.score.training import train_rm
 
     model = build_tiny_model(root / "tiny")
     test = write(root / "test.jsonl", noisy_pairs(300, seed=10_000, noisy=False))

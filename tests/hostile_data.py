@@ -50,7 +50,7 @@ class Env:
 def build_env(tiny_model: Path, work: Path) -> Env:
     """Two untrained scorer folders on the tiny model (what they score does not matter here)."""
     from rdo.models import load_tokenizer
-    from rdo.scorers import ScorerSpec, build_scorer_model, resolve_template, use_scorer_pad
+    from rdo.score.scorers import ScorerSpec, build_scorer_model, resolve_template, use_scorer_pad
 
     out = {}
     for kind, lengths in (("reward", (64, 32)), ("difference", (128, 32))):
@@ -104,17 +104,17 @@ def _data_path(env: Env, command: str, path: Path, kind: str, skip: bool):
                   skip_invalid=skip, use_cpu=True, report_to="none", max_length=64, max_prompt_length=32)
     tok = load_tokenizer(str(env.tiny_model))
     if command == "align":
-        from rdo.align import prepare_features
+        from rdo.train.align import prepare_features
         from rdo.config import AlignConfig
-        from rdo.methods import get_method
+        from rdo.core.methods import get_method
 
         method = "dpo" if kind == "pair" else "rrhf"
         cfg = AlignConfig(**common, method=method, alpha=1.0, coef_normalize="none", coef_nonpositive="clip", coef_floor=0.01)
         features, report = prepare_features(cfg, get_method(method), tok)
         return {"rows": [(f["rdo_row"], f["rdo_weight"]) for f in features], "skipped": report["skipped"]["total"]}
     from rdo.config import TrainDiffConfig, TrainRMConfig
-    from rdo.scorers import DifferenceEncoder, resolve_template, use_scorer_pad
-    from rdo.train_scorers import _features
+    from rdo.score.scorers import DifferenceEncoder, resolve_template, use_scorer_pad
+    from rdo.score.training import _features
 
     use_scorer_pad(tok)
     if command == "train-rm":

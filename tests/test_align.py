@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import synthetic_pairs, write_jsonl
-from rdo.align import align, prepare_features
+from rdo.train.align import align, prepare_features
 from rdo.config import AlignConfig
-from rdo.methods import get_method
+from rdo.core.methods import get_method
 
 
 def config(tiny_model, data, out, **kw) -> AlignConfig:
@@ -91,7 +91,7 @@ def test_alpha_one_unnormalised_scales_the_loss_by_R(tiny_model, tmp_path):
 
 def test_weights_follow_their_rows_through_shuffling(tiny_model, tmp_path):
     """One pair gets a huge weight; whichever batch it lands in, that batch's gradient is dominated by it."""
-    from rdo.trainer import RDOTrainer
+    from rdo.train.trainer import RDOTrainer
 
     rows = synthetic_pairs(24, seed=3)
     for r in rows:

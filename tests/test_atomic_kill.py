@@ -20,7 +20,7 @@ import torch
 from conftest import synthetic_pairs, write_jsonl
 from safetensors.torch import load_file
 
-from rdo import atomic
+from rdo.utils import atomic
 
 FORK = multiprocessing.get_context("fork")
 
@@ -28,7 +28,7 @@ FORK = multiprocessing.get_context("fork")
 def _train_slowly(argv: list[str], seed: int) -> None:
     import safetensors.torch
 
-    import rdo.atomic
+    import rdo.utils.atomic
     from rdo.cli import main
 
     rng = random.Random(seed)
@@ -41,8 +41,8 @@ def _train_slowly(argv: list[str], seed: int) -> None:
 
     torch.save = slowed(torch.save)
     safetensors.torch.save_file = slowed(safetensors.torch.save_file)
-    rdo.atomic.move_into_place = slowed(rdo.atomic.move_into_place)
-    rdo.atomic.write_text = slowed(rdo.atomic.write_text)
+    rdo.utils.atomic.move_into_place = slowed(rdo.utils.atomic.move_into_place)
+    rdo.utils.atomic.write_text = slowed(rdo.utils.atomic.write_text)
     os._exit(main(argv))
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rdo.coefficients import CoefficientPolicy, format_stats
+from rdo.core.coefficients import CoefficientPolicy, format_stats
 
 R = [4.0, 1.0, 0.0, -2.0]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rdo.coefficients import CoefficientPolicy, ranked_weights
+from rdo.core.coefficients import CoefficientPolicy, ranked_weights
 from rdo.data import DataError, load_records
 from rdo.data.collate import RankedCollator, UnpairedCollator
 from rdo.data.convert import assign_kl_completions, convert_records, pair_to_ranked, pair_to_unpaired
-from rdo.reference import load_or_compute
+from rdo.train.reference import load_or_compute
 
 from conftest import write_jsonl
 

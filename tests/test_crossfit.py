@@ -13,8 +13,8 @@ import pytest
 from conftest import write_jsonl
 from rdo.cli import main
 from rdo.config import ScoreConfig
-from rdo.crossfit import assign_folds
-from rdo.scoring import score
+from rdo.score.crossfit import assign_folds
+from rdo.score.scoring import score
 from scorer_helpers import learnable_pairs
 
 
@@ -66,7 +66,7 @@ def assert_out_of_sample(out, tmp_path) -> dict:
 
 
 def crossfit_log(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "rdo.crossfit" and "fold " in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if r.name == "rdo.score.crossfit" and "fold " in r.getMessage()]
 
 
 def test_assign_folds_groups_prompts_and_balances():
@@ -98,7 +98,7 @@ def test_fold_models_keep_the_recipes_epochs(recipe_scorer, tmp_path):
 
 
 def test_another_seed_or_an_edited_dataset_retrains_the_fold_models(recipe_scorer, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="rdo.crossfit")
+    caplog.set_level(logging.INFO, logger="rdo.score.crossfit")
     rows = learnable_pairs(12, seed=7)
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "cf.jsonl"
@@ -143,7 +143,7 @@ def test_cross_fitted_run_killed_after_the_first_fold_resumes(recipe_scorer, tmp
     assert not out.exists() and [p.name for p in (tmp_path / "cf.jsonl.folds").glob("fold-*") if p.is_dir()] == ["fold-0"]
 
     n_train = sum(r["rdo_fold"] == 0 for r in read_jsonl(whole))  # fold 1's model trains on fold 0
-    caplog.set_level(logging.INFO, logger="rdo.crossfit")
+    caplog.set_level(logging.INFO, logger="rdo.score.crossfit")
     assert main(["score", "--scorer", str(recipe_scorer), "--dataset_name", str(data), "--output", str(out),
                  "--folds", "2", "--shard_size", "100"]) == 0
     assert [m for m in crossfit_log(caplog) if "training" in m or "reusing" in m] == [

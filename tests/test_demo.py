@@ -48,7 +48,7 @@ def test_freeze_backbone_trains_only_the_head(tiny_model, tmp_path):
 
     from conftest import synthetic_pairs, write_jsonl
     from rdo.config import TrainRMConfig
-    from rdo.train_scorers import train_rm
+    from rdo.score.training import train_rm
 
     data = write_jsonl(tmp_path / "p.jsonl", synthetic_pairs(16))
     common = dict(model_name_or_path=str(tiny_model), dataset_name=str(data), use_cpu=True, report_to="none",

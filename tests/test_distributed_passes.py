@@ -23,10 +23,10 @@ WORKER = Path(__file__).parent / "scripts" / "mp_passes_worker.py"
 def test_two_processes_equal_one(tiny_model, trained_scorers, tmp_path):
     from safetensors.torch import load_file
 
-    from rdo.align import align
+    from rdo.train.align import align
     from rdo.config import AlignConfig, EvalAccuracyConfig, ScoreConfig
     from rdo.evaluate.accuracy import eval_accuracy
-    from rdo.scoring import score
+    from rdo.score.scoring import score
 
     scorers = trained_scorers
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(16, seed=3))

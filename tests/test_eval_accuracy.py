@@ -70,7 +70,7 @@ def held_out_pairs() -> list[dict]:
 
 def direct_f(folder, rows) -> list[tuple[float, float]]:
     """(f(x, y_w, y_l), f(x, y_l, y_w)) per pair, each comparison scored alone."""
-    from rdo.scorers import load_scorer
+    from rdo.score.scorers import load_scorer
 
     s = load_scorer(str(folder), device="cpu")
     ids = lambda t: s.tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -104,7 +104,7 @@ def test_eval_accuracy_table_and_json(scorers, tmp_path, capsys):
 def test_eval_accuracy_cli_no_symmetrize_bin_edges_and_ranked_rows(scorers, tmp_path):
     from conftest import write_jsonl
     from rdo.cli import main
-    from rdo.scorers import load_scorer
+    from rdo.score.scorers import load_scorer
     from scorer_helpers import ranked_rows
 
     rows = held_out_pairs()

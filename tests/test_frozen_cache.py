@@ -20,7 +20,7 @@ def common(tiny_model, tmp_path):
 
 def _train(kind, out, **kw):
     from rdo.config import TrainDiffConfig, TrainRMConfig
-    from rdo.train_scorers import train_diff, train_rm
+    from rdo.score.training import train_diff, train_rm
 
     if kind == "rm":
         return train_rm(TrainRMConfig(output_dir=str(out), **kw))
@@ -57,7 +57,7 @@ def test_cache_frozen_trains_the_same_model(tmp_path, common, kind, frozen, capl
 
 def test_cache_replay_bug_is_caught(tiny_model, tmp_path, common, caplog, monkeypatch):
     """A replay that hands rows the wrong states fails the check and training runs without the cache."""
-    from rdo.frozen_cache import FrozenCache
+    from rdo.score.frozen_cache import FrozenCache
 
     real = FrozenCache._replay
 

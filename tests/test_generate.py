@@ -69,7 +69,7 @@ def test_greedy_cli_equals_one_prompt_at_a_time(tiny_model, tokenizer, prompt_fi
 def test_beam_search_equals_one_prompt_at_a_time(tiny_model, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from rdo.generate import generate
+    from rdo.evaluate.generate import generate
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     got = generate(model, tokenizer, PROMPTS, strategy="beam", num_beams=3, num_return_sequences=2, max_new_tokens=5, batch_size=3, chat=False)
@@ -84,7 +84,7 @@ def test_model_generation_config_does_not_leak_into_decoding(tiny_model, tokeniz
     """A checkpoint's generation_config.json (sampling, repetition penalty) must not change greedy text."""
     from transformers import AutoModelForCausalLM
 
-    from rdo.generate import generate
+    from rdo.evaluate.generate import generate
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     clean = generate(model, tokenizer, PROMPTS, max_new_tokens=6, chat=False)
@@ -98,7 +98,7 @@ def test_model_generation_config_does_not_leak_into_decoding(tiny_model, tokeniz
 def test_sampling_streams_do_not_depend_on_batching(tiny_model, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from rdo.generate import generate
+    from rdo.evaluate.generate import generate
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     kw = dict(strategy="sample", num_return_sequences=3, max_new_tokens=6, chat=False, temperature=1.5)
@@ -117,7 +117,7 @@ def test_sampling_streams_do_not_depend_on_batching(tiny_model, tokenizer):
 
 def test_gumbel_sampler_draws_from_the_softmax():
     """10k draws of one row from fixed logits: the frequencies match softmax(logits / T)."""
-    from rdo.generate import Decoding, GumbelSampler
+    from rdo.evaluate.generate import Decoding, GumbelSampler
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     sampler = GumbelSampler([7], Decoding(do_sample=True, temperature=2.0))
@@ -140,7 +140,7 @@ def eot_tokenizer():
 
 def test_stop_token_ids_find_the_end_of_turn(byte_tok):
     from rdo.data.chat import end_of_turn_ids
-    from rdo.generate import stop_token_ids
+    from rdo.evaluate.generate import stop_token_ids
 
     tok = eot_tokenizer()
     end = tok.convert_tokens_to_ids("<|end|>")
@@ -152,7 +152,7 @@ def test_stop_token_ids_find_the_end_of_turn(byte_tok):
 def test_stops_at_end_of_turn_and_hides_template_tokens(tmp_path):
     """A model whose greedy answer hits <|end|> (not EOS) after a few tokens: the response stops there."""
     from rdo.config import GenerateConfig
-    from rdo.generate import Decoding, generate_command, generate_ids, prompt_token_ids
+    from rdo.evaluate.generate import Decoding, generate_command, generate_ids, prompt_token_ids
     from rdo.tiny import tiny_llama
 
     tok = eot_tokenizer()
@@ -186,7 +186,7 @@ def test_stops_at_end_of_turn_and_hides_template_tokens(tmp_path):
 def test_smollm2_chatml_stops_at_im_end(tmp_path):
     """The real ChatML template: the answer ends at <|im_end|>, which is not part of the response."""
     from rdo.demo.smollm import smollm2_dir
-    from rdo.generate import generate, stop_token_ids
+    from rdo.evaluate.generate import generate, stop_token_ids
     from rdo.models import load_causal_lm, load_tokenizer
 
     path = smollm2_dir()
@@ -204,7 +204,7 @@ def test_smollm2_chatml_stops_at_im_end(tmp_path):
 
 def test_resume_after_a_kill_loses_and_doubles_nothing(tiny_model, prompt_file, tmp_path):
     from rdo.config import GenerateConfig
-    from rdo.generate import generate_command
+    from rdo.evaluate.generate import generate_command
 
     def cfg(out, **kw):
         return GenerateConfig(model_name_or_path=str(tiny_model), dataset_name=str(prompt_file), output=str(out), do_sample=True,
@@ -236,7 +236,7 @@ def test_lora_adapter_folder_is_detected(tiny_model, tokenizer, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from rdo.generate import generate
+    from rdo.evaluate.generate import generate
 
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
                                 LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))

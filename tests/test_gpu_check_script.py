@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import rdo.align
+import rdo.train.align
 from rdo.cli import main
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "gpu" / "check_engines.py"
@@ -29,7 +29,7 @@ def ce():
 def test_check_engines_on_one_cpu_process(ce, tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    monkeypatch.setattr(rdo.align, "save_trained", rdo.align.save_trained)  # train() wraps it; restored after
+    monkeypatch.setattr(rdo.train.align, "save_trained", rdo.train.align.save_trained)  # train() wraps it; restored after
     work = tmp_path / "work"
     ce.prepare(work)
     with pytest.raises(SystemExit) as done:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rdo import logps as L
+from rdo.core import logps as L
 from rdo.data.collate import prompt_response_batch
 from rdo.tiny import tiny_llama
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import synthetic_pairs, write_jsonl
 
-import rdo.align
-import rdo.train_scorers
+import rdo.train.align
+import rdo.score.training
 from rdo.cli import main
 
 TEXTS = ["say a: aaaa", "say h: hh</s>", "say c: q"]
@@ -45,7 +45,7 @@ def test_policy_lora_merged_and_adapter_reproduce_the_adapted_logits(precompute,
 
     inputs = batch(tokenizer)
     logits = lambda m: m(**inputs).logits.float()  # noqa: E731
-    seen = capture_before_save(monkeypatch, rdo.align, logits)
+    seen = capture_before_save(monkeypatch, rdo.train.align, logits)
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(16))
     out = tmp_path / "out"
     assert main(["align", "--model_name_or_path", str(tiny_model), "--dataset_name", str(data), "--output_dir", str(out),
@@ -68,11 +68,11 @@ def test_scorer_lora_merged_and_adapter_reproduce_the_adapted_scores(tiny_model,
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from rdo.scorers import load_scorer
+    from rdo.score.scorers import load_scorer
 
     inputs = batch(tokenizer)
     scores = lambda m: m(**inputs).logits[:, 0].float()  # noqa: E731
-    seen = capture_before_save(monkeypatch, rdo.train_scorers, scores)
+    seen = capture_before_save(monkeypatch, rdo.score.training, scores)
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(16, with_coef=False))
     out = tmp_path / "rm"
     assert main(["train-rm", "--model_name_or_path", str(tiny_model), "--dataset_name", str(data), "--output_dir", str(out),

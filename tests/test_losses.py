@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rdo.losses import bt_loss, difference_loss, dpo_loss, ipo_loss, kto_loss, rrhf_loss, simpo_loss
+from rdo.core.losses import bt_loss, difference_loss, dpo_loss, ipo_loss, kto_loss, rrhf_loss, simpo_loss
 
 ATOL = 1e-6
 

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rdo.align import prepare_features
+from rdo.train.align import prepare_features
 from rdo.config import AlignConfig
 from rdo.data.collate import UnpairedCollator
 from rdo.data.convert import assign_kl_completions
 from rdo.data.tokenize import Encoder, Truncation
-from rdo.losses import kto_loss
-from rdo.methods import get_method
-from rdo.methods.kto import kl_reference_point, kto_step
+from rdo.core.losses import kto_loss
+from rdo.core.methods import get_method
+from rdo.core.methods.kto import kl_reference_point, kto_step
 
 from conftest import run_align, step_logs, synthetic_pairs, synthetic_unpaired, write_jsonl
 from test_losses import _bare, _FakeModel, _sequences, trl  # noqa: F401  (trl is a fixture)
@@ -61,7 +61,7 @@ def test_kl_reference_point_matches_trl(trl, kl_offset):  # noqa: F811
 
 Z_ON_RANK = """
 import sys, torch
-from rdo.methods.kto import kl_reference_point
+from rdo.core.methods.kto import kl_reference_point
 rank = int(sys.argv[1])
 torch.distributed.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
 # rank 0: diffs [1, 2] (mean 1.5); rank 1: diffs [-0.5, 0.5, 3] (mean 1.0) -> z = 1.25 on both

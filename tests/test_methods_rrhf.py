@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rdo.align import prepare_features
+from rdo.train.align import prepare_features
 from rdo.config import AlignConfig
 from rdo.data import DataError
 from rdo.data.collate import RankedCollator
 from rdo.data.tokenize import Encoder, Truncation
-from rdo.methods import get_method
-from rdo.methods.rrhf import rrhf_step
+from rdo.core.methods import get_method
+from rdo.core.methods.rrhf import rrhf_step
 
 from conftest import run_align, step_logs, synthetic_pairs, synthetic_ranked, write_jsonl
 
@@ -108,7 +108,7 @@ def test_rrhf_trains_on_ranked_rows_with_mixed_k(tiny_model, tmp_path, caplog):
     rows = synthetic_ranked(24, seed=1, k_range=(2, 6))
     assert {len(r["responses"]) for r in rows} == {2, 3, 4, 5, 6}
     data = write_jsonl(tmp_path / "ranked.jsonl", rows)
-    with caplog.at_level("WARNING", logger="rdo.align"):
+    with caplog.at_level("WARNING", logger="rdo.train.align"):
         metrics = run_align(tiny_model, data, tmp_path / "out", "rrhf", "--num_train_epochs", "3")
     assert "have no 'rdo_reward_diff' column, so R_ij = scores[j] - scores[i]" in caplog.text  # the fallback is said
     logs = step_logs(metrics)

@@ -11,10 +11,10 @@ import torch
 from rdo.config import AlignConfig
 from rdo.data.collate import PairCollator
 from rdo.data.tokenize import Encoder, Truncation
-from rdo.losses import simpo_loss
-from rdo.methods import get_method
-from rdo.methods.pairwise import simpo_step
-from rdo.trainer import RDOTrainer
+from rdo.core.losses import simpo_loss
+from rdo.core.methods import get_method
+from rdo.core.methods.pairwise import simpo_step
+from rdo.train.trainer import RDOTrainer
 
 from conftest import run_align, step_logs, synthetic_pairs, write_jsonl
 
@@ -106,7 +106,7 @@ SET_VALUES = {"beta": 0.3, "label_smoothing": 0.1, "ipo_average_log_ratios": Fal
 
 def test_every_method_refuses_the_options_it_does_not_read_and_accepts_its_own(tmp_path):
     """label_smoothing was silently ignored by IPO, KTO and RRHF; now each option is read or refused."""
-    from rdo.methods import METHOD_OPTIONS, REGISTRY
+    from rdo.core.methods import METHOD_OPTIONS, REGISTRY
 
     assert set(METHOD_OPTIONS) == set(SET_VALUES)
     refused = {}

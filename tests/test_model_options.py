@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import synthetic_pairs, write_jsonl
 
-import rdo.align
-import rdo.train_scorers
+import rdo.train.align
+import rdo.score.training
 from rdo.cli import main
 
 REPO = "rdo-test/tiny"
@@ -41,7 +41,7 @@ def weights(model) -> torch.Tensor:
 
 
 def test_revision_selects_the_hub_snapshot_and_its_fingerprint(hub_cache):
-    from rdo.fingerprint import model_fingerprint
+    from rdo.utils.fingerprint import model_fingerprint
     from rdo.models import load_causal_lm
 
     main_w, v1_w = (weights(load_causal_lm(REPO, revision=r)) for r in (None, "v1"))
@@ -91,25 +91,25 @@ def capture_attn(monkeypatch, module) -> dict:
 def test_attn_implementation_reaches_the_trained_models(attn, tiny_model, tmp_path, monkeypatch):
     """Policy (align), its live reference, and a reward model: the kernel asked for, or transformers' default (sdpa)."""
     loaded = []
-    real_load = rdo.align.load_causal_lm
-    monkeypatch.setattr(rdo.align, "load_causal_lm", lambda *a, **k: loaded.append(real_load(*a, **k)) or loaded[-1])
+    real_load = rdo.train.align.load_causal_lm
+    monkeypatch.setattr(rdo.train.align, "load_causal_lm", lambda *a, **k: loaded.append(real_load(*a, **k)) or loaded[-1])
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
     flags = ["--attn_implementation", attn] if attn else []
     want = attn or "sdpa"
-    seen = capture_attn(monkeypatch, rdo.align)
+    seen = capture_attn(monkeypatch, rdo.train.align)
     common = ["--dataset_name", str(data), "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
               "--per_device_train_batch_size", "4", "--max_steps", "1", "--save_strategy", "no", *flags]
     assert main(["align", "--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path / "p"),
                  "--precompute_ref", "false", "--ref_model_name_or_path", str(tiny_model), *common]) == 0
     assert seen["attn"] == want
     assert [m.config._attn_implementation for m in loaded] == [want, want]  # policy and reference
-    seen = capture_attn(monkeypatch, rdo.train_scorers)
+    seen = capture_attn(monkeypatch, rdo.score.training)
     assert main(["train-rm", "--model_name_or_path", str(tiny_model), "--output_dir", str(tmp_path / "rm"), *common]) == 0
     assert seen["attn"] == want
 
 
 def test_attn_implementation_reaches_a_loaded_scorer(trained_scorers):
-    from rdo.scorers import load_scorer
+    from rdo.score.scorers import load_scorer
 
     assert load_scorer(str(trained_scorers["rm"]), "cpu", attn_implementation="eager").model.config._attn_implementation == "eager"
     assert load_scorer(str(trained_scorers["rm"]), "cpu").model.config._attn_implementation == "sdpa"
@@ -119,7 +119,7 @@ def test_attn_implementation_reaches_a_loaded_scorer(trained_scorers):
 
 def one_step(tiny_model, tmp_path, monkeypatch, lora: bool, checkpointing: bool) -> tuple[float, dict, bool]:
     """One DPO+rc step (α = 1): (loss, the trainable parameters' gradients, whether checkpointing was on)."""
-    from rdo.trainer import RDOTrainer
+    from rdo.train.trainer import RDOTrainer
 
     seen = {}
     real_step = RDOTrainer.training_step

@@ -9,7 +9,7 @@ import torch
 from conftest import synthetic_pairs, write_jsonl
 from safetensors.torch import load_file
 
-import rdo.trainer
+import rdo.train.trainer
 from rdo.cli import main
 
 
@@ -22,13 +22,13 @@ def argv(tiny_model, data, out, *extra):
 
 def nan_at(monkeypatch, steps: set[int]):
     """Make the loss of the given optimizer steps (1-based) NaN, as a bad batch would."""
-    real = rdo.trainer.RDOTrainer.compute_loss
+    real = rdo.train.trainer.RDOTrainer.compute_loss
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         loss = real(self, model, inputs, *args, **kwargs)
         return loss * float("nan") if self.state.global_step + 1 in steps and model.training else loss
 
-    monkeypatch.setattr(rdo.trainer.RDOTrainer, "compute_loss", compute_loss)
+    monkeypatch.setattr(rdo.train.trainer.RDOTrainer, "compute_loss", compute_loss)
 
 
 def test_nonfinite_step_is_skipped_and_counted(tiny_model, tmp_path, monkeypatch, caplog):

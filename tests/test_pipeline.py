@@ -33,7 +33,7 @@ def spec(tmp: Path, model: Path, **changes) -> dict:
 
 def run_pipeline(path: Path, *flags: str, run_dir: Path | None = None) -> dict:
     from rdo.config import RunConfig
-    from rdo.pipeline import run
+    from rdo.pipeline.run import run
 
     cfg = RunConfig(pipeline=str(path), run_dir=str(run_dir) if run_dir else None,
                     **{k.lstrip("-").replace("-", "_"): v for k, v in zip(flags[::2], flags[1::2])})
@@ -90,9 +90,9 @@ def test_finished_pipeline_layout(finished):
 
 def test_rerun_of_a_finished_pipeline_does_no_work(finished, tmp_path, monkeypatch):
     run = copy_run(finished, tmp_path)
-    import rdo.pipeline
+    import rdo.pipeline.run
 
-    monkeypatch.setattr(rdo.pipeline, "execute", lambda *a: pytest.fail("a stage ran"))
+    monkeypatch.setattr(rdo.pipeline.run, "execute", lambda *a: pytest.fail("a stage ran"))
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "stages.json"}
     status = run_pipeline(finished[1], run_dir=run)
     assert set(status.values()) == {"skipped"}
@@ -108,7 +108,7 @@ def test_changing_alpha_reruns_only_align_and_uses_the_reference_cache(finished,
         status = run_pipeline(path, run_dir=run)
     assert [n for n, v in status.items() if v == "done"] == ["align_dpo_a1_reward", "align_dpo_a1_difference", "report"]
     assert status["align_dpo_a0"] == status["score_difference"] == status["train_reward"] == "skipped"
-    logs = [r.getMessage() for r in caplog.records if r.name == "rdo.reference"]
+    logs = [r.getMessage() for r in caplog.records if r.name == "rdo.train.reference"]
     assert len(logs) == 2 and all("using cache" in m and str(run / "ref_cache") in m for m in logs)  # never recomputed
 
 
@@ -150,7 +150,7 @@ def test_only_and_from(finished, tmp_path):
 
 
 def test_killed_stage_resumes(finished, tmp_path, tiny_model, monkeypatch, caplog):
-    from rdo.shards import Shards
+    from rdo.utils.shards import Shards
 
     write_jsonl(tmp_path / "train.jsonl", synthetic_pairs(16, with_coef=False))
     s = {"run_dir": str(tmp_path / "run"), "model": str(tiny_model), "inference": {"device": "cpu", "batch_size": 4},
@@ -264,7 +264,7 @@ def test_paper_config_dry_run(config, capsys, monkeypatch):
     (`rdo generate`, `rdo eval reward`, `rdo eval judge` until they are merged) may be the only problems.
     """
     from rdo.cli import main
-    from rdo.pipeline_stages import config_class
+    from rdo.pipeline.stages import config_class
 
     monkeypatch.chdir(ROOT)
     rc = main(["run", f"configs/paper/{config}", "--dry-run", "--dataset_override", *OVERRIDES])
@@ -294,7 +294,7 @@ def test_paper_config_dry_run_catches_a_wrong_schema(capsys, monkeypatch):
 
 
 def test_tldr_adapter():
-    from rdo.pipeline_prepare import tldr_row
+    from rdo.pipeline.prepare import tldr_row
 
     rows = [json.loads(l) for l in (FIXTURES / "summarize_from_feedback.jsonl").read_text().splitlines()]
     for i, raw in enumerate(rows, 1):

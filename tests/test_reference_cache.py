@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import synthetic_pairs, write_jsonl
-from rdo.align import align
+from rdo.train.align import align
 from rdo.config import AlignConfig
 
 LN2 = math.log(2)
@@ -37,7 +37,7 @@ def test_weights_changed_in_place_recompute_the_cache(tiny_model, tmp_path, capl
     shutil.copytree(tiny_model, model)
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
     cache = tmp_path / "cache"
-    caplog.set_level(logging.INFO, logger="rdo.reference")
+    caplog.set_level(logging.INFO, logger="rdo.train.reference")
 
     first = run(model, data, tmp_path / "a", cache)
     assert step1(first) == pytest.approx(LN2, abs=1e-6)
@@ -70,7 +70,7 @@ def test_tokenizer_change_recomputes(tiny_model, tmp_path, caplog):
     shutil.copytree(tiny_model, model)
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(4))
     cache = tmp_path / "cache"
-    caplog.set_level(logging.INFO, logger="rdo.reference")
+    caplog.set_level(logging.INFO, logger="rdo.train.reference")
     first = run(model, data, tmp_path / "a", cache, max_steps=1)
     from rdo.models import load_tokenizer
 
@@ -86,7 +86,7 @@ def test_tokenizer_change_recomputes(tiny_model, tmp_path, caplog):
 def test_fp32_and_bf16_caches_never_collide(tiny_model, tmp_path, caplog):
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
     cache = tmp_path / "cache"
-    caplog.set_level(logging.INFO, logger="rdo.reference")
+    caplog.set_level(logging.INFO, logger="rdo.train.reference")
     fp32 = run(tiny_model, data, tmp_path / "fp32", cache)
     stamp = os.stat(fp32["data"]["reference_cache"]).st_mtime_ns
     caplog.clear()

@@ -61,7 +61,7 @@ def test_report_embeds_every_plot(run_dir, tmp_path):
     import matplotlib.image
 
     from rdo.config import ReportConfig
-    from rdo.report import report
+    from rdo.pipeline.report import report
 
     out = report(ReportConfig(run_dir=str(run_dir), output_dir=str(tmp_path / "rep")))
     html = Path(out["html"]).read_text()
@@ -83,7 +83,7 @@ def test_report_embeds_every_plot(run_dir, tmp_path):
 
 def test_absent_inputs_are_notes(tmp_path):
     from rdo.config import ReportConfig
-    from rdo.report import report
+    from rdo.pipeline.report import report
 
     (tmp_path / "run" / "something").mkdir(parents=True)
     out = report(ReportConfig(run_dir=str(tmp_path / "run")))
@@ -97,7 +97,7 @@ def test_rendered_page_screenshot(run_dir, tmp_path):
     import matplotlib.image
 
     from rdo.config import ReportConfig
-    from rdo.report import report
+    from rdo.pipeline.report import report
 
     out = report(ReportConfig(run_dir=str(run_dir), output_dir=str(tmp_path / "rep")))
     shot = tmp_path / "shot.png"

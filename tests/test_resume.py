@@ -119,8 +119,8 @@ def test_sigkill_then_resume_equals_uninterrupted(case, tiny_model, tmp_path, ca
 def test_resume_never_computes_the_reference_from_the_trained_policy(tiny_model, tmp_path, monkeypatch, caplog):
     """The reference is the initial policy: on resume it comes from the checkpoint, or — for an older checkpoint
     without it — is recomputed from the initial weights (loaded before train() loads the checkpoint's)."""
-    import rdo.align
-    import rdo.reference
+    import rdo.train.align
+    import rdo.train.reference
 
     data = write_jsonl(tmp_path / "data.jsonl", synthetic_pairs(24))
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -139,13 +139,13 @@ def test_resume_never_computes_the_reference_from_the_trained_policy(tiny_model,
         cache.unlink()
     initial = load_file(str(tiny_model / "model.safetensors"))
     seen = []
-    real = rdo.reference.compute_reference
+    real = rdo.train.reference.compute_reference
 
     def spy(model, *args, **kwargs):
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(rdo.reference, "compute_reference", spy)
+    monkeypatch.setattr(rdo.train.reference, "compute_reference", spy)
     with caplog.at_level("INFO"):
         assert main(build(tiny_model, data, cut)) == 0
     assert f"resuming from {cut / 'checkpoint-3'}" in caplog.text and len(seen) == 1

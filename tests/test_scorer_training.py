@@ -26,8 +26,8 @@ def test_head_learning_rate_survives_a_wrapper_that_renames_parameters(tiny_mode
     from datasets import Dataset
 
     from rdo.config import TrainRMConfig
-    from rdo.scorers import build_scorer_model
-    from rdo.train_scorers import ScorerTrainer, reward_step
+    from rdo.score.scorers import build_scorer_model
+    from rdo.score.training import ScorerTrainer, reward_step
 
     class Wrapped(torch.nn.Module):  # what an engine's wrapper looks like from outside: same modules, new names
         def __init__(self, inner):
@@ -68,7 +68,7 @@ def test_disable_dropout(tiny_model, tmp_path, caplog):
 
     byte_tokenizer().save_pretrained(folder)
     data = write_jsonl(tmp_path / "train.jsonl", learnable_pairs(4, seed=1))
-    with caplog.at_level(logging.INFO, logger="rdo.train_scorers"):
+    with caplog.at_level(logging.INFO, logger="rdo.score.training"):
         train("train-rm", folder, data, tmp_path / "rm", "--max_steps", "1")
     assert "turned off 2 dropout(s) (--disable_dropout)" in caplog.text
 
@@ -92,7 +92,7 @@ def test_train_rm_eval_dataset_loss_matches_the_saved_model(tiny_model, tmp_path
     from rdo.config import TrainRMConfig
     from rdo.data import load_records
     from rdo.models import load_tokenizer
-    from rdo.train_scorers import RewardCollator, reward_features
+    from rdo.score.training import RewardCollator, reward_features
 
     train_file = write_jsonl(tmp_path / "train.jsonl", learnable_pairs(16, seed=1))
     held_out = write_jsonl(tmp_path / "test.jsonl", learnable_pairs(6, seed=2))
@@ -118,7 +118,7 @@ def test_train_rm_eval_dataset_loss_matches_the_saved_model(tiny_model, tmp_path
 
 
 def test_train_diff_custom_template_and_eval_dataset(tiny_model, tmp_path):
-    from rdo.scorers import load_scorer
+    from rdo.score.scorers import load_scorer
 
     train_file = write_jsonl(tmp_path / "train.jsonl", learnable_pairs(8, seed=1))
     held_out = write_jsonl(tmp_path / "test.jsonl", learnable_pairs(4, seed=2))

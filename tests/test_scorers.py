@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from rdo.data.tokenize import Truncation
-from rdo.scorers import (
+from rdo.score.scorers import (
     PAPER_TEMPLATE, DifferenceEncoder, ScorerSpec, build_scorer_model, fair_split, head_parameter_names,
     load_scorer, parse_template, resolve_template,
 )
-from rdo.train_scorers import DifferenceCollator, RewardCollator, difference_step, reward_step
+from rdo.score.training import DifferenceCollator, RewardCollator, difference_step, reward_step
 from scorer_helpers import learnable_pairs
 
 BOS, EOS, PAD = 1, 2, 0
@@ -138,7 +138,7 @@ def test_head_parameter_names_and_learning_rates(tiny_model, tokenizer, tmp_path
 
     from rdo.config import TrainRMConfig
     from rdo.models import add_lora
-    from rdo.train_scorers import ScorerTrainer
+    from rdo.score.training import ScorerTrainer
 
     model = build_scorer_model(str(tiny_model), tokenizer)
     assert model.config.pad_token_id == PAD
@@ -197,7 +197,7 @@ def test_scorers_learn_above_chance(scorers, tmp_path):
 def test_reverse_regulariser_drives_sum_to_zero(tiny_model, tokenizer):
     """Pairs always shown chosen-first invite the shortcut "f > 0 whatever the order". BCE alone takes
     it, so f(x,a,b) + f(x,b,a) grows; the reverse term β1 (f_12 + f_21)^2 keeps the sum near 0."""
-    from rdo.train_scorers import difference_features
+    from rdo.score.training import difference_features
 
     enc = DifferenceEncoder(tokenizer, "{x}|{y1}|{y2}", Truncation(64, 16))
     train_set = difference_features([{**r, "rdo_row": i} for i, r in enumerate(learnable_pairs(8, seed=3))], enc)
@@ -260,7 +260,7 @@ def test_lora_chat_template_on_conversational_data_and_ranked_training(tiny_mode
 def test_reward_features_read_the_margin_column(tokenizer):
     from rdo.config import TrainRMConfig
     from rdo.data import DataError, SkipReport
-    from rdo.train_scorers import reward_features
+    from rdo.score.training import reward_features
 
     cfg = TrainRMConfig(output_dir="unused", model_name_or_path="m", dataset_name="d.jsonl", report_to="none",
                         max_length=32, max_prompt_length=8)

@@ -10,8 +10,8 @@ import pytest
 from conftest import write_jsonl
 from rdo.cli import main
 from rdo.config import ScoreConfig
-from rdo.scorers import load_scorer
-from rdo.scoring import rank_by, score
+from rdo.score.scorers import load_scorer
+from rdo.score.scoring import rank_by, score
 from scorer_helpers import learnable_pairs, ranked_rows
 
 
@@ -197,7 +197,7 @@ def test_killed_score_resumes_to_the_uninterrupted_rows(scorers, tmp_path):
 
 
 def test_batches_cap_sequences_and_padded_tokens():
-    from rdo.scoring import batches
+    from rdo.score.scoring import batches
 
     lengths = [100, 90, 50, 40, 30, 10, 10]  # sorted longest first
     assert [list(r) for r in batches(lengths, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
@@ -236,7 +236,7 @@ def test_resume_accepts_smaller_batches_and_refuses_changed_data(scorers, tmp_pa
 
 
 def test_progress_bar_counts_the_duplicate_checks(scorers, tmp_path, monkeypatch):
-    import rdo.scoring
+    import rdo.score.scoring
 
     bars = []
 
@@ -254,7 +254,7 @@ def test_progress_bar_counts_the_duplicate_checks(scorers, tmp_path, monkeypatch
         def close(self):
             pass
 
-    monkeypatch.setattr(rdo.scoring, "tqdm", Recorder)
+    monkeypatch.setattr(rdo.score.scoring, "tqdm", Recorder)
     data = write_jsonl(tmp_path / "pairs.jsonl", learnable_pairs(6, seed=3))
     score(ScoreConfig(scorer=str(scorers["diff"]), dataset_name=str(data), output=str(tmp_path / "o.jsonl"), dup_check_rows=4))
     assert [(b.total, b.n) for b in bars] == [(6 * 2 + 4, 6 * 2 + 4)]  # both orders of 6 pairs + 4 f(x, y, y)

@@ -50,10 +50,10 @@ def margins(path, rows) -> torch.Tensor:
 
 
 def test_scorer_score_and_dpo_rc_on_smollm2(smollm, tmp_path):
-    from rdo.align import align
+    from rdo.train.align import align
     from rdo.config import AlignConfig, ScoreConfig, TrainRMConfig
-    from rdo.scoring import score
-    from rdo.train_scorers import train_rm
+    from rdo.score.scoring import score
+    from rdo.score.training import train_rm
 
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in ROWS])
     cpu = dict(use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no", max_length=48, max_prompt_length=16)

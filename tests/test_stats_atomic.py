@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.evaluate.stats import bootstrap_ci, paired_bootstrap_ci, rate_cis
 
 
@@ -55,7 +55,7 @@ def test_a_killed_writer_leaves_the_old_file_and_a_cleanable_tmp(tmp_path):
     p = tmp_path / "rows.jsonl"
     atomic.write_jsonl(p, [{"i": 0}])
     code = (
-        "import os, sys; from rdo import atomic\n"
+        "import os, sys; from rdo.utils import atomic\n"
         "def rows():\n"
         "    yield {'i': 1}\n"
         "    os._exit(9)  # killed mid-write\n"
@@ -74,7 +74,7 @@ def test_model_fingerprint_follows_the_weights_not_the_path(tmp_path, tiny_model
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rdo.fingerprint import model_fingerprint
+    from rdo.utils.fingerprint import model_fingerprint
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
@@ -90,7 +90,7 @@ def test_model_fingerprint_follows_the_weights_not_the_path(tmp_path, tiny_model
 def test_tokenizer_fingerprint_sees_the_chat_template(byte_tok):
     import copy
 
-    from rdo.fingerprint import tokenizer_fingerprint
+    from rdo.utils.fingerprint import tokenizer_fingerprint
 
     other = copy.deepcopy(byte_tok)
     assert tokenizer_fingerprint(other) == tokenizer_fingerprint(byte_tok)

@@ -17,8 +17,8 @@ import torch
 from rdo.data.chat import assistant_turn_end, end_of_turn_ids, generation_prompt_ids, render_prompt
 from rdo.data.formats import Normaliser
 from rdo.data.tokenize import Encoder, Truncation
-from rdo.scorers import PAPER_TEMPLATE, DifferenceEncoder, use_scorer_pad
-from rdo.scoring import row_sequences
+from rdo.score.scorers import PAPER_TEMPLATE, DifferenceEncoder, use_scorer_pad
+from rdo.score.scoring import row_sequences
 
 HELLO, THERE, IM_END, NL, BYE, ENDOFTEXT = 19556, 665, 2, 198, 3087, 0  # SmolLM2 ids
 BYE_2ND = 85
@@ -137,7 +137,7 @@ def test_scorer_pad_is_distinct_from_eos_so_the_head_reads_the_last_token(smol_d
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rdo.models import load_tokenizer
-    from rdo.scorers import build_scorer_model
+    from rdo.score.scorers import build_scorer_model
 
     smol_tok = load_tokenizer(smol_dir)  # its own copy: use_scorer_pad changes it
 
@@ -237,7 +237,7 @@ def test_train_rm_on_smollm2_saves_a_pad_distinct_from_eos(smol_dir, tmp_path):
     import json
 
     from rdo.cli import main
-    from rdo.scorers import load_scorer
+    from rdo.score.scorers import load_scorer
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Q{i}", "chosen": "Hello there", "rejected": "Bye"}) + "\n" for i in range(2)))
@@ -255,7 +255,7 @@ def test_scorer_pad_is_added_when_the_vocabulary_has_no_spare_special_token(tmp_
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from rdo.scorers import build_scorer_model
+    from rdo.score.scorers import build_scorer_model
 
     vocab = {"</s>": 0, **{ch: i + 1 for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))

@@ -78,12 +78,12 @@ def train(work: Path, name: str, extra: list[str]) -> None:
     The logits come from the engine's own forward (the DeepSpeed engine, the FSDP module, DDP), run on every
     rank just before the final save, so they are what the trainer holds, independent of the save path.
     """
-    import rdo.align
+    import rdo.train.align
     from rdo.cli import main
     from rdo.models import load_tokenizer
 
     run = work / name
-    real_save = rdo.align.save_trained
+    real_save = rdo.train.align.save_trained
 
     def save_with_probe(trainer, *args, **kwargs):
         model = trainer.model_wrapped
@@ -97,7 +97,7 @@ def train(work: Path, name: str, extra: list[str]) -> None:
                         "engine": type(model).__name__}, run / "probe.pt")
         return real_save(trainer, *args, **kwargs)
 
-    rdo.align.save_trained = save_with_probe
+    rdo.train.align.save_trained = save_with_probe
     argv = ["align", "--model_name_or_path", str(work / "model"), "--dataset_name", str(work / "pairs.jsonl"),
             "--output_dir", str(run / "out"), "--overwrite_output_dir", "true", "--report_to", "none", "--disable_tqdm", "true", "--alpha", "1.0", "--learning_rate", "1e-3",
             "--per_device_train_batch_size", "2", "--max_steps", "4", "--save_strategy", "no", "--seed", "0", *extra]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from rdo.coefficients import NONPOSITIVE, NORMALIZE, CoefficientPolicy
+from rdo.core.coefficients import NONPOSITIVE, NORMALIZE, CoefficientPolicy
 from rdo.data.tokenize import Truncation
 
 
@@ -123,7 +123,7 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOpti
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
     method: str = arg("dpo", "Alignment loss: dpo/ipo/simpo train on pairs, rrhf on ranked rows (or pairs), kto on unpaired rows (or pairs).", choices=list(METHODS))
-    # --- method options: each method reads only its own (rdo.methods registry); others are refused ---
+    # --- method options: each method reads only its own (rdo.core.methods registry); others are refused ---
     beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO (default 0.1); reward scale for SimPO (default 2.0); not used by RRHF.")
     label_smoothing: float = arg(0.0, "Conservative DPO/SimPO: assumed fraction ε of flipped labels (0 = the plain loss).")
     ipo_average_log_ratios: bool = arg(True, "IPO: average log-ratios per token (TRL's convention) instead of summing.")
@@ -157,7 +157,7 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOpti
             raise ValueError("set --dataset_name to a preference data file, a save_to_disk folder or a hub id")
         if self.method not in METHODS:
             raise ValueError(f"--method {self.method!r}: choose one of {METHODS}")
-        from rdo.methods import check_method_options
+        from rdo.core.methods import check_method_options
 
         check_method_options(self)  # an option the method does not read is an error, not silently ignored
         if not 0 <= self.label_smoothing < 0.5:
@@ -186,7 +186,7 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOpti
 
 # --- scorers: reward model, difference model, scoring, accuracy ---------------------------------
 
-SCORER_TEMPLATES = ("paper", "chat")  # or any string with {x}, {y1} and {y2}; see rdo.scorers
+SCORER_TEMPLATES = ("paper", "chat")  # or any string with {x}, {y1} and {y2}; see rdo.score.scorers
 RANK_WITH = ("data", "reward", "difference")
 
 
@@ -269,7 +269,7 @@ class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptio
     """`rdo score`: add the reward difference R (and pointwise scores) to every row of a preference dataset.
 
     Cross-fitting (--folds K) trains K scorers with the recipe of --scorer, each on K-1 folds, and scores
-    every fold with the one scorer that never saw it (rdo.crossfit). Cost: K trainings on (K-1)/K of the
+    every fold with the one scorer that never saw it (rdo.score.crossfit). Cost: K trainings on (K-1)/K of the
     data each, about (K-1)x the training compute of one scorer (4x for K=5), plus the usual single scoring pass.
     """
 
@@ -526,7 +526,7 @@ class EvalRewardConfig:
 
 # --- pipeline and report ------------------------------------------------------------------------
 
-ADAPTERS = ("none", "tldr")  # see rdo.pipeline_prepare
+ADAPTERS = ("none", "tldr")  # see rdo.pipeline.prepare
 
 
 @dataclass

@@ -106,7 +106,7 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: str, tas
     return get_peft_model(model, config)
 
 
-FINAL_STAGING = "rdo-final" + ".tmp-staging"  # clean_leftovers (rdo.atomic) removes it after a crash
+FINAL_STAGING = "rdo-final" + ".tmp-staging"  # clean_leftovers (rdo.utils.atomic) removes it after a crash
 
 
 def save_trained(trainer, tokenizer, cfg, metrics: dict, prepare=None, extra=None) -> bool:
@@ -123,7 +123,7 @@ def save_trained(trainer, tokenizer, cfg, metrics: dict, prepare=None, extra=Non
     """
     from pathlib import Path
 
-    from rdo import atomic
+    from rdo.utils import atomic
 
     out = Path(cfg.output_dir)
     staging = out / FINAL_STAGING

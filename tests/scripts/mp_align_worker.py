@@ -9,9 +9,9 @@ import json
 import os
 import sys
 
-from rdo.align import align
+from rdo.train.align import align
 from rdo.config import AlignConfig
-from rdo.trainer import RDOTrainer
+from rdo.train.trainer import RDOTrainer
 
 model, data, out = sys.argv[1:4]
 seen, trainers = [], []

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from rdo.cli import parse_config
 from rdo.config import GenerateConfig
-from rdo.generate import generate_command
+from rdo.evaluate.generate import generate_command
 
 ranks_dir, command, *flags = sys.argv[1:]
 assert command == "generate"

@@ -10,11 +10,11 @@ import sys
 
 import torch
 
-from rdo import reference
-from rdo.align import align
+from rdo.train import reference
+from rdo.train.align import align
 from rdo.config import AlignConfig, EvalAccuracyConfig, ScoreConfig
 from rdo.evaluate.accuracy import eval_accuracy
-from rdo.scoring import score
+from rdo.score.scoring import score
 
 model, data, scorer, scorer_data, out = sys.argv[1:6]
 rank = int(os.environ["RANK"])
@@ -39,7 +39,7 @@ def counted(name, fn):
 
 
 import rdo.evaluate.accuracy as accuracy_module  # noqa: E402
-import rdo.scoring as scoring_module  # noqa: E402
+import rdo.score.scoring as scoring_module  # noqa: E402
 
 scoring_module.score_rows = counted("score", scoring_module.score_rows)
 accuracy_module.score_rows = counted("accuracy", accuracy_module.score_rows)

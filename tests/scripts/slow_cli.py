@@ -9,7 +9,7 @@ import sys
 import time
 
 from rdo.cli import main
-from rdo.trainer import SafeTrainer
+from rdo.train.trainer import SafeTrainer
 
 _step = SafeTrainer.training_step
 _sleep = float(os.environ.get("RDO_TEST_STEP_SLEEP", "0.3"))

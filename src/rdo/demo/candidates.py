@@ -13,7 +13,7 @@ import logging
 import time
 from pathlib import Path
 
-from rdo import atomic
+from rdo.utils import atomic
 
 log = logging.getLogger("rdo.demo")
 CANDIDATES = Path(__file__).with_name("data") / "candidates.jsonl"
@@ -24,7 +24,7 @@ DECODING = {"strategy": "sample", "temperature": 1.0, "top_p": 1.0, "max_new_tok
 
 def sample_answers(model_dir: str | Path, prompts: list[str], decoding: dict, batch_size: int = 16) -> list[list[str]]:
     """`num_return_sequences` answers per prompt from the model's chat template (the demo's one generation call)."""
-    from rdo.generate import generate
+    from rdo.evaluate.generate import generate
     from rdo.models import load_causal_lm, load_tokenizer
 
     tok, model = load_tokenizer(str(model_dir)), load_causal_lm(str(model_dir), "float32")
@@ -36,7 +36,7 @@ def sample_answers(model_dir: str | Path, prompts: list[str], decoding: dict, ba
 def regenerate(model_dir: str | Path, out: str | Path = CANDIDATES, limit: int | None = None) -> dict:
     """Sample the candidates file again from `model_dir` (SmolLM2 for the shipped file)."""
     from rdo.demo.task import prompt_table
-    from rdo.fingerprint import model_fingerprint
+    from rdo.utils.fingerprint import model_fingerprint
 
     table = prompt_table()[:limit]
     start = time.time()

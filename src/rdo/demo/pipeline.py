@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import DemoConfig
 
 log = logging.getLogger("rdo.demo")
@@ -142,7 +142,7 @@ def greedy_answers(model_dir: str | Path, prompts_file: Path, out: Path, max_new
                    torch_dtype: str = "float32") -> Path:
     """`rdo generate`: greedy answers of one model to the held-out prompts (each sent as one user turn)."""
     from rdo.config import GenerateConfig
-    from rdo.generate import generate_command
+    from rdo.evaluate.generate import generate_command
 
     generate_command(GenerateConfig(model_name_or_path=str(model_dir), dataset_name=str(prompts_file), dataset_split="train",
                                     output=str(out), max_new_tokens=max_new_tokens, batch_size=batch_size,
@@ -190,12 +190,12 @@ def model_for(preset_name: str, out: Path) -> Path:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from rdo.align import align
+    from rdo.train.align import align
     from rdo.config import AlignConfig, EvalAccuracyConfig, ScoreConfig, TrainDiffConfig, TrainRMConfig
     from rdo.demo.candidates import CANDIDATES, load_candidates, regenerate
     from rdo.evaluate.accuracy import eval_accuracy
-    from rdo.scoring import score
-    from rdo.train_scorers import train_diff, train_rm
+    from rdo.score.scoring import score
+    from rdo.score.training import train_diff, train_rm
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out = Path(cfg.output_dir)

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from rdo.config import EvalAccuracyConfig
 from rdo.data import load_records
 from rdo.evaluate.stats import bootstrap_ci
-from rdo.scorers import ScorerSpec, load_scorer
-from rdo.scoring import n_sequences, score_rows, scoring_lengths
+from rdo.score.scorers import ScorerSpec, load_scorer
+from rdo.score.scoring import n_sequences, score_rows, scoring_lengths
 
 log = logging.getLogger("rdo.eval")
 
@@ -103,7 +103,7 @@ def format_table(m: dict) -> str:
 
 def eval_accuracy(cfg: EvalAccuracyConfig) -> dict:
     """Score every comparison of `cfg.dataset_name`, print the table, and write or print the JSON."""
-    from rdo import distributed as dist
+    from rdo.utils import distributed as dist
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     dist.init()  # under torchrun every process scores its share; the main one reports

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import HumanExportConfig, HumanTallyConfig
 from rdo.data.errors import DataError
 from rdo.evaluate.judge_pairs import OUTCOMES, majority, matched_examples, sample_examples
 from rdo.evaluate.stats import format_rate, rate_cis
-from rdo.fingerprint import digest, file_digest
+from rdo.utils.fingerprint import digest, file_digest
 
 log = logging.getLogger("rdo.eval")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import EvalJudgeConfig
 from rdo.evaluate.judge_cache import ReplyCache
 from rdo.evaluate.judge_client import Backoff, CallResult, HTTPJudge, LocalJudge

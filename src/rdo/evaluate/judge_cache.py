@@ -2,7 +2,7 @@
 
 The key is the digest of what the reply depends on: the judge (base URL and model name, or a local
 model's weights), the full messages and the decoding settings; never the API key. Each file is
-written with `rdo.atomic` (temporary name, fsync, rename), so a killed run leaves either the whole
+written with `rdo.utils.atomic` (temporary name, fsync, rename), so a killed run leaves either the whole
 entry or none; an entry whose stored key does not match its name is ignored and re-asked.
 """
 
@@ -12,8 +12,8 @@ import json
 import logging
 from pathlib import Path
 
-from rdo import atomic
-from rdo.fingerprint import digest
+from rdo.utils import atomic
+from rdo.utils.fingerprint import digest
 
 log = logging.getLogger("rdo.eval")
 

@@ -149,7 +149,7 @@ class LocalJudge:
     """An offline transformers chat model as judge, greedy, one prompt at a time (calls are serialised)."""
 
     def __init__(self, model_dir: str, *, decoding: dict, device: str = "auto"):
-        from rdo.fingerprint import digest, file_digest, model_fingerprint
+        from rdo.utils.fingerprint import digest, file_digest, model_fingerprint
 
         self.base_url, self.model, self.decoding, self.device = "local", model_dir, decoding, device
         # the cache follows the content, not the folder name: weights, and the tokenizer files that render the prompt

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rdo.data.errors import SKIP_HINT, DataError
 from rdo.data.io import read_rows
-from rdo.fingerprint import digest
+from rdo.utils.fingerprint import digest
 
 log = logging.getLogger("rdo.eval")
 

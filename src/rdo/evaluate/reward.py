@@ -99,7 +99,7 @@ def rewards_from_fn(fn, spec: str, path: str, rows: list[dict]) -> list[float]:
 
 def load_reward_model(cfg: EvalRewardConfig, folder: str):
     """A Scorer for a `rdo train-rm` folder, or for any 1-output sequence-classification folder."""
-    from rdo.scorers import SPEC_FILE, Scorer, ScorerSpec, load_scorer, resolve_device
+    from rdo.score.scorers import SPEC_FILE, Scorer, ScorerSpec, load_scorer, resolve_device
 
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"--scorer {folder}: no such folder")
@@ -138,7 +138,7 @@ def scorer_inputs(tok, row: dict) -> tuple[str, str]:
 
 
 def rewards_from_scorer(scorer, cfg: EvalRewardConfig, path: str, rows: list[dict], bar=None) -> list[float]:
-    from rdo.scoring import score_rows
+    from rdo.score.scoring import score_rows
 
     recs = []
     for row in rows:
@@ -195,7 +195,7 @@ def eval_reward(cfg: EvalRewardConfig) -> dict:
     """Reward means per (file, reward source) and paired comparisons; prints the table, writes cfg.output."""
     from tqdm.auto import tqdm
 
-    from rdo import atomic
+    from rdo.utils import atomic
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     files = [(Path(p).stem, p, read_generations(p)) for p in cfg.generations]

@@ -302,7 +302,7 @@ class Builder:
 
 def _needs_reference(method: str) -> bool:
     """Whether `rdo align --method` reads a reference (RRHF and SimPO do not, and refuse --ref_* options)."""
-    from rdo.methods import get_method
+    from rdo.core.methods import get_method
 
     try:
         return get_method(method).needs_reference

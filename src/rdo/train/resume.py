@@ -1,7 +1,7 @@
 """Exact resume: which checkpoint to continue from, and the per-row state a checkpoint carries.
 
 Trainer restores the model, optimizer, scheduler, per-rank RNG and the data position. What it does
-not know about is saved next to them by `rdo.trainer.SafeTrainer`:
+not know about is saved next to them by `rdo.train.trainer.SafeTrainer`:
 - `rdo_config.json`: the resolved config, to warn when a resumed run's settings differ;
 - `rdo_rows.json`: a digest of every row's coefficient weight, so a resumed run refuses data or
   coefficient options that would weight rows differently;
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.data.convert import row_key
-from rdo.fingerprint import digest
+from rdo.utils.fingerprint import digest
 
-log = logging.getLogger("rdo.resume")
+log = logging.getLogger("rdo.train.resume")
 
 CONFIG_FILE = "rdo_config.json"
 ROWS_FILE = "rdo_rows.json"

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from rdo import atomic
-from rdo.methods import Method, StepOutput
+from rdo.utils import atomic
+from rdo.core.methods import Method, StepOutput
 
-log = logging.getLogger("rdo.trainer")
+log = logging.getLogger("rdo.train.trainer")
 
 
 def check_engine(args, accelerator) -> None:
@@ -47,7 +47,7 @@ class SafeTrainer(Trainer):
 
     - Trainer writes `checkpoint-N` file by file; here every rank writes into a staging folder, which the
       main process fsyncs and renames to `checkpoint-N` once all is there, so a checkpoint folder is
-      always whole. `rows_state` (set by the command) is saved in it too (see rdo.resume).
+      always whole. `rows_state` (set by the command) is saved in it too (see rdo.train.resume).
     - A step whose loss (on any rank) or gradient norm is NaN/inf has its gradients dropped, so the
       optimizer leaves the weights and its moments untouched; the count is logged as `nonfinite_steps`.
       `args.max_nonfinite_steps` in a row raise NonFiniteError, naming the newest checkpoint.
@@ -70,7 +70,7 @@ class SafeTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        from rdo.resume import CONFIG_FILE, STATE_FILE, write_rows_state
+        from rdo.train.resume import CONFIG_FILE, STATE_FILE, write_rows_state
 
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"

@@ -20,7 +20,7 @@ from collections import defaultdict
 import torch
 from transformers import set_seed
 
-from rdo import losses as L
+from rdo.core import losses as L
 from rdo.config import TrainDiffConfig, TrainRMConfig
 from rdo.data import DataError, load_records
 from rdo.data.collate import pad_sequences
@@ -28,11 +28,11 @@ from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
 from rdo.data.formats import CHAT_KEY
-from rdo.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names,
+from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names,
                          decoder_layers, resolve_template, train_only_top, use_scorer_pad)
-from rdo.trainer import MetricsTrainer
+from rdo.train.trainer import MetricsTrainer
 
-log = logging.getLogger("rdo.train_scorers")
+log = logging.getLogger("rdo.score.training")
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ class ScorerTrainer(MetricsTrainer):
         return {"collator": {"batches": n, "rng": [version, list(internal), gauss]}}
 
     def restore_collator(self, checkpoint: str) -> None:
-        from rdo.resume import load_checkpoint_state
+        from rdo.train.resume import load_checkpoint_state
 
         saved = load_checkpoint_state(checkpoint).get("collator")
         if saved is None:
@@ -315,7 +315,7 @@ def _train(cfg, kind: str) -> dict:
 
     from rdo.models import add_lora, disable_dropout, load_tokenizer
 
-    from rdo.resume import check_config, find_checkpoint
+    from rdo.train.resume import check_config, find_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
@@ -372,8 +372,8 @@ def frozen_cache(cfg, model, collator, features: list[dict], pad_id: int):
     """--cache_frozen: the frozen layers' output for every sequence, installed once it replays exactly; else None."""
     if not cfg.cache_frozen:
         return None
-    from rdo.align import training_autocast
-    from rdo.frozen_cache import FrozenCache
+    from rdo.train.align import training_autocast
+    from rdo.score.frozen_cache import FrozenCache
 
     total = len(decoder_layers(model))
     model.to(cfg.device)

@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from rdo.coefficients import CoefficientPolicy, format_stats, ranked_weights
+from rdo.core.coefficients import CoefficientPolicy, format_stats, ranked_weights
 from rdo.config import AlignConfig
 from rdo.data import DataError, load_records
 from rdo.data.convert import convert_records, row_key
 from rdo.data.tokenize import Encoder, encode_records
-from rdo.methods import Method, get_method
+from rdo.core.methods import Method, get_method
 from rdo.models import add_lora, disable_dropout, load_causal_lm, load_tokenizer, save_trained
-from rdo.reference import default_cache_dir, load_or_compute
-from rdo.resume import check_config, check_weights, find_checkpoint, restore_reference, rows_state
+from rdo.train.reference import default_cache_dir, load_or_compute
+from rdo.train.resume import check_config, check_weights, find_checkpoint, restore_reference, rows_state
 
-log = logging.getLogger("rdo.align")
+log = logging.getLogger("rdo.train.align")
 
 
 def prepare_features(
@@ -98,7 +98,7 @@ def align(cfg: AlignConfig) -> dict:
     """Train the policy in `cfg` and save it to `cfg.output_dir`; returns the metrics written there."""
     from datasets import Dataset
 
-    from rdo.trainer import RDOTrainer
+    from rdo.train.trainer import RDOTrainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
@@ -154,11 +154,11 @@ def align(cfg: AlignConfig) -> dict:
 def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], model, collator, source: str) -> str:
     """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path.
 
-    The cache key is the content the values depend on (rdo.reference): the reference's weights and
+    The cache key is the content the values depend on (rdo.train.reference): the reference's weights and
     config, the tokenizer that made the ids (with its chat template), truncation, dtype, precision,
     the method and its columns, and the token ids themselves.
     """
-    from rdo.fingerprint import model_fingerprint, tokenizer_fingerprint
+    from rdo.utils.fingerprint import model_fingerprint, tokenizer_fingerprint
 
     ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
     ref_revision = cfg.ref_model_revision if cfg.ref_model_name_or_path else cfg.model_revision
@@ -176,7 +176,7 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
         model_fn = lambda: load_model(cfg, ref_id, ref_revision).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
-    # every process computes its share of the rows (rdo.reference.compute_reference_sharded); the main one caches
+    # every process computes its share of the rows (rdo.train.reference.compute_reference_sharded); the main one caches
     values, path = load_or_compute(cache_dir, key, {"reference": ref_id, "data": source}, model_fn, features, collator,
                                    method.ref_step, cfg.per_device_eval_batch_size, cfg.device,
                                    autocast=lambda: training_autocast(cfg))

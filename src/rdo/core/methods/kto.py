@@ -18,11 +18,11 @@ import logging
 
 import torch
 
-from rdo import losses as L
+from rdo.core import losses as L
 from rdo.data.collate import UnpairedCollator
 from rdo.data.convert import assign_kl_completions
-from rdo.logps import forward_logps
-from rdo.methods.base import Method, StepOutput
+from rdo.core.logps import forward_logps
+from rdo.core.methods.base import Method, StepOutput
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import logging
 import math
 from pathlib import Path
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import ReportConfig
 
-log = logging.getLogger("rdo.report")
+log = logging.getLogger("rdo.pipeline.report")
 
 CURVES = (("loss", "loss (weighted)"), ("rewards/margins", "reward margin"), ("rewards/accuracies", "reward accuracy"), ("weights/mean", "mean weight"))
 

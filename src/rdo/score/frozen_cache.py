@@ -25,9 +25,9 @@ from contextlib import nullcontext
 import torch
 
 from rdo.data.collate import pad_sequences
-from rdo.scorers import decoder_layers
+from rdo.score.scorers import decoder_layers
 
-log = logging.getLogger("rdo.frozen_cache")
+log = logging.getLogger("rdo.score.frozen_cache")
 
 
 class _Stop(Exception):

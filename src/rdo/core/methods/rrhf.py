@@ -13,10 +13,10 @@ Unlike the reference implementation, batches hold several prompts with different
 
 from __future__ import annotations
 
-from rdo import losses as L
+from rdo.core import losses as L
 from rdo.data.collate import RankedCollator
-from rdo.logps import forward_logps
-from rdo.methods.base import Method, StepOutput
+from rdo.core.logps import forward_logps
+from rdo.core.methods.base import Method, StepOutput
 
 BATCH_FIELDS = ("input_ids", "attention_mask", "loss_mask", "response_mask", "scores", "rdo_weight")
 

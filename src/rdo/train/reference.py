@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rdo.data.convert import row_key
-from rdo.fingerprint import digest
+from rdo.utils.fingerprint import digest
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def compute_reference_sharded(model, features: list[dict], collator, ref_step, b
     every process then runs the same number of forwards, as engines that gather parameters layer by
     layer (ZeRO-3, FSDP) require. One process: exactly `compute_reference`.
     """
-    from rdo import distributed as dist
+    from rdo.utils import distributed as dist
 
     with _full_parameters(model):
         return _compute_sharded(model, features, collator, ref_step, batch_size, device, autocast)
@@ -120,7 +120,7 @@ def _full_parameters(model):
 
 
 def _compute_sharded(model, features, collator, ref_step, batch_size, device, autocast) -> dict[str, list[float]]:
-    from rdo import distributed as dist
+    from rdo.utils import distributed as dist
 
     world = dist.world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
     if world == 1:
@@ -167,7 +167,7 @@ def load_or_compute(cache_dir: Path, key: dict, about: dict, model_fn, features,
     `key` holds the content fingerprints (see the module doc); `about` (reference name, data source) only
     names the cache in the log. Returns (values by column in feature order, the cache file).
     """
-    from rdo import distributed as dist
+    from rdo.utils import distributed as dist
 
     key = full_key(key, features)
     path = cache_path(cache_dir, key)

@@ -51,7 +51,7 @@ def file_digest(path: str | Path) -> str:
     memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}  # drop this file's stale stamps
     memo[stamp] = value
     try:
-        from rdo import atomic
+        from rdo.utils import atomic
 
         atomic.write_json(memo_file, memo)
     except OSError:  # a read-only cache only costs a re-hash next time

@@ -1,16 +1,16 @@
 """The algorithm registry: a method name -> the data it trains on, the batch fields it reads, its step.
 
-One trainer serves every method (`rdo.trainer.RDOTrainer`); a method is data, not a subclass.
+One trainer serves every method (`rdo.train.trainer.RDOTrainer`); a method is data, not a subclass.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 
-from rdo.methods.base import Method, StepOutput
-from rdo.methods.kto import KTO
-from rdo.methods.pairwise import DPO, IPO, SIMPO
-from rdo.methods.rrhf import RRHF
+from rdo.core.methods.base import Method, StepOutput
+from rdo.core.methods.kto import KTO
+from rdo.core.methods.pairwise import DPO, IPO, SIMPO
+from rdo.core.methods.rrhf import RRHF
 
 REGISTRY: dict[str, Method] = {m.name: m for m in (DPO, IPO, RRHF, KTO, SIMPO)}
 

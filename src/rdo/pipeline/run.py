@@ -21,10 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import RunConfig
-from rdo.fingerprint import digest, file_digest, model_fingerprint
-from rdo.pipeline_stages import Builder, Stage, config_class
+from rdo.utils.fingerprint import digest, file_digest, model_fingerprint
+from rdo.pipeline.stages import Builder, Stage, config_class
 
 log = logging.getLogger("rdo.run")
 
@@ -138,7 +138,7 @@ def run(cfg: RunConfig) -> dict:
     run_dir, stages = load_pipeline(cfg)
     chosen, forced = select(stages, cfg)
     if cfg.dry_run:
-        from rdo.pipeline_check import dry_run
+        from rdo.pipeline.check import dry_run
 
         return dry_run(cfg, run_dir, stages)
     run_dir.mkdir(parents=True, exist_ok=True)

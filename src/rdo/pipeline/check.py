@@ -14,15 +14,15 @@ import logging
 import tempfile
 from pathlib import Path
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import RunConfig
-from rdo.pipeline_stages import Stage, config_class
+from rdo.pipeline.stages import Stage, config_class
 
 log = logging.getLogger("rdo.run")
 
 
 def _config_ok(stage: Stage) -> None:
-    from rdo.pipeline import make_config
+    from rdo.pipeline.run import make_config
 
     try:
         cls, _ = config_class(stage.command)
@@ -55,8 +55,8 @@ def _data_kind(stage: Stage, check_rows: int, tokenizer, notes: list[str]) -> st
     """Validate the first rows of a prepare stage's dataset; returns their kind, or None when skipped."""
     from rdo.config import PrepareConfig
     from rdo.data import load_records
-    from rdo.pipeline import make_config
-    from rdo.pipeline_prepare import prepared_rows
+    from rdo.pipeline.run import make_config
+    from rdo.pipeline.prepare import prepared_rows
 
     cfg = make_config(stage, PrepareConfig)
     local = Path(cfg.dataset_name).exists()
@@ -76,7 +76,7 @@ def _data_kind(stage: Stage, check_rows: int, tokenizer, notes: list[str]) -> st
 
 
 def _kind_problem(stage: Stage, kind: str) -> str | None:
-    from rdo.methods import get_method
+    from rdo.core.methods import get_method
 
     uses = stage.uses
     if "method" in uses:

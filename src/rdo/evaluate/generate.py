@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rdo import distributed
+from rdo.utils import distributed
 from rdo.data import chat
 from rdo.config import GenerateConfig
-from rdo.fingerprint import digest, model_fingerprint, tokenizer_fingerprint
-from rdo.shards import Shards
+from rdo.utils.fingerprint import digest, model_fingerprint, tokenizer_fingerprint
+from rdo.utils.shards import Shards
 
-log = logging.getLogger("rdo.generate")
+log = logging.getLogger("rdo.evaluate.generate")
 STRATEGIES = ("greedy", "beam", "sample")
 
 
@@ -133,7 +133,7 @@ def check_diverse_beam_search() -> None:
 
 def sample_seed(seed: int, row: int, sample: int) -> int:
     """The random stream of one (input row, sample): independent of batching and process count."""
-    return int(digest(["rdo.generate", seed, row, sample])[:15], 16)
+    return int(digest(["rdo.evaluate.generate", seed, row, sample])[:15], 16)
 
 
 class GumbelSampler:
@@ -378,7 +378,7 @@ def _generate_chunk(model, tok, chunk: list[dict], decoding: Decoding, batch_siz
 
 def finalise(cfg: GenerateConfig, output: Path, shards: Shards, items: list[dict], decoding: Decoding, counts: dict, timing: dict) -> dict:
     """Write the shards' responses in input order as the output JSONL, and the summary next to it."""
-    from rdo import atomic
+    from rdo.utils import atomic
 
     n = decoding.num_return_sequences
     order = [(it["rdo_row"], j) for it in items for j in range(n)]

@@ -8,7 +8,7 @@ Output columns (every input column is kept unchanged):
           (≈ r_j - r_i, antisymmetric, diagonal 0); reward models add `rdo_scores`. With
           `--rank_with difference|reward` `scores` is rewritten by the scorer's ranking and the
           original kept as `scores_original`.
-- `--folds K`: `rdo_fold`, the fold whose model scored the row (cross-fitting: rdo.crossfit).
+- `--folds K`: `rdo_fold`, the fold whose model scored the row (cross-fitting: rdo.score.crossfit).
 
 R is the raw difference: α, R <= 0 handling and normalisation are applied by `rdo align`, so an α
 sweep never rescores. A difference model gives, by default, the antisymmetrised
@@ -37,13 +37,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import ScoreConfig
 from rdo.data import DataError, load_records
 from rdo.data.formats import CHAT_KEY
 from rdo.data.io import read_rows
-from rdo.scorers import Scorer, load_scorer
-from rdo.shards import Shards
+from rdo.score.scorers import Scorer, load_scorer
+from rdo.utils.shards import Shards
 
 log = logging.getLogger("rdo.score")
 
@@ -229,12 +229,12 @@ def score(cfg: ScoreConfig, on_shard=None) -> dict:
 
     `on_shard(name)` is called after each shard is written (tests use it to simulate a kill).
     """
-    from rdo import crossfit
-    from rdo.fingerprint import digest, model_fingerprint, tokenizer_fingerprint
+    from rdo.score import crossfit
+    from rdo.utils.fingerprint import digest, model_fingerprint, tokenizer_fingerprint
     from rdo.models import load_tokenizer
-    from rdo.scorers import ScorerSpec
+    from rdo.score.scorers import ScorerSpec
 
-    from rdo import distributed as dist
+    from rdo.utils import distributed as dist
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     dist.init()  # under torchrun every process scores its share of the chunks; the main one writes the output
@@ -308,9 +308,9 @@ def _todo(recs: list[dict], shards: Shards) -> list[dict]:
 
 def _score_into_shards(cfg, scorer: Scorer, recs, kind, dup_rows, shards: Shards, prefix: str, on_shard) -> tuple[int, float]:
     """Score the rows of `recs` not yet in `shards`, a chunk per shard; returns (pairs scored, seconds)."""
-    from rdo.fingerprint import digest
+    from rdo.utils.fingerprint import digest
 
-    from rdo import distributed as dist
+    from rdo.utils import distributed as dist
 
     todo = chunks(_todo(recs, shards), kind, cfg.shard_size)
     dist.barrier()  # all processes listed the same unfinished chunks before any writes one

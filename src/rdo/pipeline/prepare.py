@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from itertools import islice
 
-from rdo import atomic
+from rdo.utils import atomic
 from rdo.config import PrepareConfig
 from rdo.data.errors import SKIP_HINT, DataError
 from rdo.data.io import read_rows

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rdo import atomic
+from rdo.utils import atomic
 
 
 class Shards:

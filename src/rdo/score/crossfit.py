@@ -28,10 +28,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rdo import atomic
-from rdo.fingerprint import digest, model_fingerprint
+from rdo.utils import atomic
+from rdo.utils.fingerprint import digest, model_fingerprint
 
-log = logging.getLogger("rdo.crossfit")
+log = logging.getLogger("rdo.score.crossfit")
 
 KEY_FILE = "rdo_fold.json"
 # recipe fields that name where things are, not what is trained: left out of the key
@@ -124,7 +124,7 @@ def plan(scorer: str, kind: str, output: Path, folds: int, seed: int, recs: list
 
 def fold_model(p: FoldPlan, k: int) -> tuple[Path, bool]:
     """Fold k's model folder: reused when its stored key matches, else (re)trained. Returns (folder, trained now)."""
-    from rdo.train_scorers import train_diff, train_rm
+    from rdo.score.training import train_diff, train_rm
 
     model_dir = p.model_dir(k)
     stored = _stored(model_dir)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from rdo import losses as L
+from rdo.core import losses as L
 from rdo.data.collate import PairCollator
-from rdo.logps import forward_logps
-from rdo.methods.base import Method, StepOutput
+from rdo.core.logps import forward_logps
+from rdo.core.methods.base import Method, StepOutput
 
 PAIR_FIELDS = ("input_ids", "attention_mask", "loss_mask", "rdo_weight")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")

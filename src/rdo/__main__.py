@@ -1,0 +1,5 @@
+"""`python -m rdo <command>` is `rdo <command>`."""
+
+from rdo.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic writes, content fingerprints, distributed shares, resumable shards."""
