@@ -36,7 +36,7 @@ def _load(command: str):
     return getattr(config_module, cfg_name), getattr(importlib.import_module(module), fn_name)
 
 
-def parse_config(config_cls, argv: list[str], prog: str):
+def parse_config(config_cls, argv: list[str], prog: str, positional: str | None = None):
     """Build `config_cls` from `--config file.yaml` (optional) overridden by command-line flags.
 
     The YAML values become the parser's defaults (argparse's own mechanism), so any flag given on the
@@ -44,6 +44,9 @@ def parse_config(config_cls, argv: list[str], prog: str):
     `parse_yaml_file` cannot be used alone: it builds the dataclass from the file without any flags.
     """
     parser = build_parser(config_cls, prog)
+    argv = explicit_bools(parser, argv)
+    if positional:
+        argv = positional_first(parser, argv, positional)
     path = _config_path(argv)
     if path is not None:
         values = read_yaml_options(config_cls, path, parser)
@@ -60,17 +63,70 @@ def parse_config(config_cls, argv: list[str], prog: str):
     return cfg
 
 
+# field metadata that is rdo's own (rdo.utils.content), not an argparse keyword
+_OWN_METADATA = ("content", "revision")
+# what transformers' string_to_bool reads as a boolean flag's value
+_BOOL_WORDS = {"true", "false", "yes", "no", "t", "f", "y", "n", "1", "0"}
+
+
 def build_parser(config_cls, prog: str):
     """The command's parser: one flag per field, its help the field's one line, plus --config."""
+    import copy
+    from types import MappingProxyType
+
     from transformers import HfArgumentParser
 
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            if any(k in field.metadata for k in _OWN_METADATA):
+                field = copy.copy(field)
+                field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k not in _OWN_METADATA})
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
     # no abbreviations: `--conf x` or `--lr 1` must not silently mean another flag
-    parser = HfArgumentParser(config_cls, prog=prog, description=config_cls.__doc__, allow_abbrev=False)
+    parser = Parser(config_cls, prog=prog, description=config_cls.__doc__, allow_abbrev=False)
     parser.add_argument("--config", default=None, help="YAML file with any of these options; flags override it.")
     for action in parser._actions:  # argparse %-formats help strings: a literal "95%" must not break --help
         if action.help:
             action.help = action.help.replace("%", "%%")
     return parser
+
+
+def explicit_bools(parser, argv: list[str]) -> list[str]:
+    """`--flag X` -> `--flag=true X` for a boolean flag whose next word is not a boolean.
+
+    A boolean field's flag takes an optional value (`--dry-run`, `--dry-run false`), so argparse would
+    take the next word as that value: `rdo run --dry-run pipeline.yaml` must not read the file name as one.
+    """
+    bools = {opt for a in parser._actions if a.nargs == "?" and a.const is True for opt in a.option_strings}
+    out = []
+    for i, tok in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if tok in bools and nxt is not None and not nxt.startswith("-") and nxt.lower() not in _BOOL_WORDS:
+            tok += "=true"
+        out.append(tok)
+    return out
+
+
+def positional_first(parser, argv: list[str], field: str) -> list[str]:
+    """The command's one bare argument, wherever it stands, as `--field VALUE` (`rdo run x.yaml --dry-run`)."""
+    takes_value = {opt: a.nargs for a in parser._actions for opt in a.option_strings
+                   if a.nargs != 0 and not (a.nargs == "?" and a.const is True)}
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("-"):
+            nargs = takes_value.get(tok.split("=", 1)[0]) if "=" not in tok else None
+            i += 1
+            if nargs in ("+", "*"):
+                while i < len(argv) and not argv[i].startswith("-"):
+                    i += 1
+            elif tok in takes_value:
+                i += 1
+            continue
+        return [f"--{field}", tok, *argv[:i], *argv[i + 1:]]
+    return argv
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -136,10 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         asked = argv[len(lead):len(lead) + 1] in (["-h"], ["--help"])
         return 0 if lead and asked else 2
     config_cls, fn = _load(command)
-    if command in POSITIONAL and rest and not rest[0].startswith("-"):
-        rest = [f"--{POSITIONAL[command]}", rest[0], *rest[1:]]
     try:
-        cfg = parse_config(config_cls, rest, prog=f"rdo {command}")
+        cfg = parse_config(config_cls, rest, prog=f"rdo {command}", positional=POSITIONAL.get(command))
         fn(cfg)
     except (ValueError, FileNotFoundError) as e:  # bad settings or bad data: the message names what to fix
         if os.environ.get("RDO_DEBUG"):

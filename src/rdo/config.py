@@ -32,7 +32,7 @@ DTYPE_CHOICES = ["auto", "float32", "bfloat16", "float16"]
 class DatasetOptions:
     """The data a command reads (every command)."""
 
-    dataset_name: str | None = arg(None, "Preference data: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.")
+    dataset_name: str | None = arg(None, "Preference data: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder, or a hub id.", content="dataset")
     dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
     skip_invalid: bool = arg(False, "Drop invalid rows (counted and reported by reason) instead of stopping at the first.")
     dedupe_ids: bool = arg(False, "Rows sharing an `id` value: keep the first and count the others, instead of stopping with an error naming both rows.")
@@ -45,7 +45,7 @@ class DatasetOptions:
 class EvalDatasetOptions:
     """Held-out data evaluated during training (the training commands)."""
 
-    eval_dataset_name: str | None = arg(None, "Optional held-out preference data, evaluated unweighted (loss, accuracy, margins) at each evaluation.")
+    eval_dataset_name: str | None = arg(None, "Optional held-out preference data, evaluated unweighted (loss, accuracy, margins) at each evaluation.", content="dataset")
     eval_dataset_split: str = arg("test", "Split of --eval_dataset_name to read from a dataset folder or hub id.")
 
     def evaluate_each_epoch_when_given(self) -> None:
@@ -121,7 +121,7 @@ class ReliabilityArgs:
 class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
     """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
 
-    model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")
+    model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.", content="model", revision="model_revision")
     method: str = arg("dpo", "Alignment loss: dpo/ipo/simpo train on pairs, rrhf on ranked rows (or pairs), kto on unpaired rows (or pairs).", choices=list(METHODS))
     # --- method options: each method reads only its own (rdo.core.methods registry); others are refused ---
     beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO (default 0.1); reward scale for SimPO (default 2.0); not used by RRHF.")
@@ -140,9 +140,9 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOpti
     coef_normalize: str = arg("mean", "Rescale weights to mean 1 over the dataset (mean), or use R^α as is (none, the paper).", choices=list(NORMALIZE))
     # --- reference model ---
     precompute_ref: bool = arg(True, "Compute reference log-probs once before training and cache them (the reference is then not held in memory).")
-    ref_model_name_or_path: str | None = arg(None, "Reference model (precomputed or live, with or without LoRA); default: the policy's initial weights (with LoRA: the base, adapter disabled).")
+    ref_model_name_or_path: str | None = arg(None, "Reference model (precomputed or live, with or without LoRA); default: the policy's initial weights (with LoRA: the base, adapter disabled).", content="model", revision="ref_model_revision")
     ref_model_revision: str | None = arg(None, "Hub branch, tag or commit of --ref_model_name_or_path (default: main; --model_revision applies to the policy only).")
-    ref_cache_dir: str | None = arg(None, "Where cached reference log-probs go (default: next to a local data file, else ~/.cache/rdo).")
+    ref_cache_dir: str | None = arg(None, "Where cached reference log-probs go (default: next to a local data file, else ~/.cache/rdo).", content="output")
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-6, "Peak learning rate (DPO-scale default).")
 
@@ -194,7 +194,7 @@ RANK_WITH = ("data", "reward", "difference")
 class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
     """Fields shared by `rdo train-rm` and `rdo train-diff` (not a command itself). Ranked rows are expanded into pairs."""
 
-    model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.")
+    model_name_or_path: str | None = arg(None, "Base causal LM for the scorer: a local folder or a hub id. A new 1-output head is added.", content="model", revision="model_revision")
     head_learning_rate: float = arg(1e-4, "Learning rate of the new score head (the paper: 1e-4; --learning_rate is the backbone's, 1e-5).")
     freeze_backbone: bool = arg(False, "Train only the new score head on the frozen backbone (a linear probe: no backward through the LM).")
     cache_frozen: bool = arg(False, "With --freeze_backbone / --train_top_layers: compute the frozen layers' output once per sequence and replay it every epoch, so an epoch costs the trained layers only (memory: tokens x hidden size x 4 bytes).")
@@ -256,7 +256,7 @@ class TrainDiffConfig(_ScorerTrainConfig):
 class ScorerRunOptions:
     """How `rdo score` and `rdo eval accuracy` load and run a trained scorer."""
 
-    scorer: str | None = arg(None, "Scorer folder written by `rdo train-rm` or `rdo train-diff` (its rdo.json says which).")
+    scorer: str | None = arg(None, "Scorer folder written by `rdo train-rm` or `rdo train-diff` (its rdo.json says which).", content="model")
     batch_size: int = arg(32, "Sequences per forward pass (batches are sorted by length, so little is padding).")
     max_batch_tokens: int | None = arg(None, "Also cap padded tokens per forward, so batches of long sequences shrink (0: no cap). Default: 1024 on CPU (big batches of long sequences only thrash its caches), no cap on GPU.")
     max_length: int | None = arg(None, "Override the scorer's max_length from rdo.json.")
@@ -273,7 +273,7 @@ class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptio
     data each, about (K-1)x the training compute of one scorer (4x for K=5), plus the usual single scoring pass.
     """
 
-    output: str | None = arg(None, "Output .jsonl (or .parquet): the input rows unchanged plus rdo_reward_diff (and rdo_score_* for reward models).")
+    output: str | None = arg(None, "Output .jsonl (or .parquet): the input rows unchanged plus rdo_reward_diff (and rdo_score_* for reward models).", content="output")
     symmetrize: bool = arg(True, "Difference model: R = (f(x,y_w,y_l) - f(x,y_l,y_w)) / 2 (two passes). --no-symmetrize: the paper's single pass f(x,y_w,y_l).")
     rank_with: str = arg("data", "Ranked rows: keep the data's `scores` (data), or re-rank responses with the scorer (reward, or difference = the paper's 'RRHF (diff)'); the old scores are kept as scores_original.", choices=list(RANK_WITH))
     shard_size: int = arg(1024, "Rows per shard written to <output>.shards/; a killed run resumes from its complete shards (with any shard size).")
@@ -304,7 +304,7 @@ class EvalAccuracyConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, Datas
     """`rdo eval accuracy`: pairwise accuracy of a reward or difference model on held-out preference data."""
 
     dataset_split: str = arg("test", "Split to read from a dataset folder or hub id.")
-    output: str | None = arg(None, "Write the metrics JSON here (default: print it after the table).")
+    output: str | None = arg(None, "Write the metrics JSON here (default: print it after the table).", content="output")
     symmetrize: bool = arg(True, "Difference model: judge by the antisymmetrised R (both orders); the single-pass accuracy is reported too.")
     bootstrap: int = arg(1000, "Bootstrap resamples for the 95% interval (0: none).")
     num_bins: int = arg(5, "Confidence table: equal-count bins of |R| (the paper's Table 15).")
@@ -340,17 +340,17 @@ class EvalAccuracyConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, Datas
 class EvalJudgeConfig:
     """`rdo eval judge`: pairwise LLM-as-judge of two generations files, both orders, several judges, cached calls."""
 
-    generations_a: str | None = arg(None, "Generations JSONL of system A (written by `rdo generate`); win = A better.")
-    generations_b: str | None = arg(None, "Generations JSONL of system B, generated from the same prompts.")
-    output: str | None = arg(None, "Write judge.json here; per-example verdicts go to <stem>.examples.jsonl beside it.")
+    generations_a: str | None = arg(None, "Generations JSONL of system A (written by `rdo generate`); win = A better.", content="file")
+    generations_b: str | None = arg(None, "Generations JSONL of system B, generated from the same prompts.", content="file")
+    output: str | None = arg(None, "Write judge.json here; per-example verdicts go to <stem>.examples.jsonl beside it.", content="output")
     judge_base_url: list[str] = arg([], "OpenAI-compatible base URL(s), e.g. https://api.openai.com/v1 (POST <url>/chat/completions).")
     judge_model: list[str] = arg([], "Judge model name(s), one per --judge_base_url, in the same order.")
     judge_api_key_env: list[str] = arg([], "Name(s) of environment variables holding each judge's API key (one for all, or one per URL; '-' = no key). The key is never written anywhere.")
-    judge_local: list[str] = arg([], "Local transformers chat model folder(s) used as additional offline judges (greedy).")
-    judge_template: str | None = arg(None, "Judge prompt file with {question}, {response_1} and {response_2} (default: the packaged judge_template.txt).")
+    judge_local: list[str] = arg([], "Local transformers chat model folder(s) used as additional offline judges (greedy).", content="model")
+    judge_template: str | None = arg(None, "Judge prompt file with {question}, {response_1} and {response_2} (default: the packaged judge_template.txt).", content="file")
     num_samples: int = arg(300, "Judge a fixed random sample of this many matched examples (all when fewer).")
     seed: int = arg(0, "Seed for the sample and the bootstrap.")
-    cache_dir: str | None = arg(None, "Where every judge reply is cached, keyed by judge, prompt and decoding (default: $RDO_CACHE/judge, else ~/.cache/rdo/judge).")
+    cache_dir: str | None = arg(None, "Where every judge reply is cached, keyed by judge, prompt and decoding (default: $RDO_CACHE/judge, else ~/.cache/rdo/judge).", content="output")
     max_concurrency: int = arg(8, "Judge calls in flight at once (all judges together).")
     request_timeout: float = arg(60.0, "Seconds before one HTTP request counts as timed out (and is retried).")
     max_retries: int = arg(6, "Retries per call on 429, 5xx, timeouts, connection errors and malformed bodies.")
@@ -391,10 +391,10 @@ class EvalJudgeConfig:
 class HumanExportConfig:
     """`rdo eval human export`: a blind, shuffled A/B sheet (CSV + a self-contained HTML page) and its hidden key."""
 
-    generations_a: str | None = arg(None, "Generations JSONL of system A (written by `rdo generate`).")
-    generations_b: str | None = arg(None, "Generations JSONL of system B, generated from the same prompts.")
-    output_dir: str | None = arg(None, "Folder to send to annotators: sheet.csv and sheet.html (no hint of which system is which).")
-    key: str | None = arg(None, "Where the hidden key goes (default: <output_dir>.key.json, beside the folder, not in it).")
+    generations_a: str | None = arg(None, "Generations JSONL of system A (written by `rdo generate`).", content="file")
+    generations_b: str | None = arg(None, "Generations JSONL of system B, generated from the same prompts.", content="file")
+    output_dir: str | None = arg(None, "Folder to send to annotators: sheet.csv and sheet.html (no hint of which system is which).", content="output")
+    key: str | None = arg(None, "Where the hidden key goes (default: <output_dir>.key.json, beside the folder, not in it).", content="output")
     num_samples: int = arg(300, "Put a fixed random sample of this many matched examples on the sheet (all when fewer).")
     seed: int = arg(0, "Seed for the sample, the item order and which system is Response 1.")
     title: str = arg("Which response is better?", "Title of the HTML page.")
@@ -418,9 +418,9 @@ class HumanExportConfig:
 class HumanTallyConfig:
     """`rdo eval human tally`: annotators' filled sheets + the key -> win/tie/loss per annotator and by majority, Fleiss' kappa."""
 
-    sheets: list[str] = arg([], "Filled sheets: sheet.csv with the choice column filled, or the CSV the HTML page downloads (one per annotator).")
-    key: str | None = arg(None, "The key written by `rdo eval human export`.")
-    output: str | None = arg(None, "Write the tally JSON here (default: only print the table).")
+    sheets: list[str] = arg([], "Filled sheets: sheet.csv with the choice column filled, or the CSV the HTML page downloads (one per annotator).", content="file")
+    key: str | None = arg(None, "The key written by `rdo eval human export`.", content="file")
+    output: str | None = arg(None, "Write the tally JSON here (default: only print the table).", content="output")
     bootstrap: int = arg(1000, "Bootstrap resamples for the 95% intervals (0: none).")
     seed: int = arg(0, "Seed for the bootstrap.")
 
@@ -444,11 +444,11 @@ class GenerateConfig(ModelLoadOptions):
     process generates its share and the output equals a single-process run.
     """
 
-    model_name_or_path: str | None = arg(None, "Causal LM: a local folder, a hub id, or a LoRA adapter folder (its adapter_config.json names the base).")
-    base_model_name_or_path: str | None = arg(None, "Base model for a LoRA adapter folder, overriding the one its adapter_config.json names.")
-    dataset_name: str | None = arg(None, "Prompts: any preference/ranked/unpaired data or a file with just `prompt` (file, save_to_disk folder or hub id).")
+    model_name_or_path: str | None = arg(None, "Causal LM: a local folder, a hub id, or a LoRA adapter folder (its adapter_config.json names the base).", content="model", revision="model_revision")
+    base_model_name_or_path: str | None = arg(None, "Base model for a LoRA adapter folder, overriding the one its adapter_config.json names.", content="model")
+    dataset_name: str | None = arg(None, "Prompts: any preference/ranked/unpaired data or a file with just `prompt` (file, save_to_disk folder or hub id).", content="dataset")
     dataset_split: str = arg("test", "Split to read from a dataset folder or hub id.")
-    output: str | None = arg(None, "Output .jsonl: one row per (prompt, sample).")
+    output: str | None = arg(None, "Output .jsonl: one row per (prompt, sample).", content="output")
     max_new_tokens: int = arg(128, "Most tokens generated per response (generation also stops at EOS / end of turn).")
     do_sample: bool = arg(False, "Sample (with --temperature/--top_p/--top_k) instead of greedy or beam search.")
     temperature: float = arg(1.0, "Sampling temperature.")
@@ -495,10 +495,10 @@ class GenerateConfig(ModelLoadOptions):
 class EvalRewardConfig:
     """`rdo eval reward`: mean reward of generations files under reward models or reward functions, and every pair of files compared on the same prompts."""
 
-    generations: list[str] = arg([], "Generations files written by `rdo generate` (one or more).", nargs="+")
-    scorer: list[str] = arg([], "Reward model folders: `rdo train-rm` outputs or any AutoModelForSequenceClassification folder.", nargs="*")
-    reward_fn: list[str] = arg([], "Python reward functions as module:function, each called as f(prompt: str, response: str) -> float.", nargs="*")
-    output: str | None = arg(None, "Write reward.json here.")
+    generations: list[str] = arg([], "Generations files written by `rdo generate` (one or more).", nargs="+", content="file")
+    scorer: list[str] = arg([], "Reward model folders: `rdo train-rm` outputs or any AutoModelForSequenceClassification folder.", nargs="*", content="model")
+    reward_fn: list[str] = arg([], "Python reward functions as module:function, each called as f(prompt: str, response: str) -> float.", nargs="*", content="module")
+    output: str | None = arg(None, "Write reward.json here.", content="output")
     bootstrap: int = arg(1000, "Bootstrap resamples for the 95% intervals (0: none).")
     seed: int = arg(0, "Seed for the bootstrap.")
     batch_size: int = arg(32, "Sequences per forward pass of a reward model.")
@@ -533,8 +533,8 @@ ADAPTERS = ("none", "tldr")  # see rdo.pipeline.prepare
 class PrepareConfig:
     """`rdo prepare`: copy a dataset (a file, a save_to_disk folder or a hub id) into one JSONL the other commands read, optionally converting its format."""
 
-    dataset_name: str | None = arg(None, "Data to prepare: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id.")
-    output: str | None = arg(None, "Output .jsonl: the rows as read (or as the adapter converts them), in input order.")
+    dataset_name: str | None = arg(None, "Data to prepare: a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a hub id.", content="dataset")
+    output: str | None = arg(None, "Output .jsonl: the rows as read (or as the adapter converts them), in input order.", content="output")
     dataset_split: str = arg("train", "Split to read from a dataset folder or hub id.")
     dataset_config: str | None = arg(None, "Hub dataset configuration name (e.g. comparisons for openai/summarize_from_feedback).")
     adapter: str = arg("none", "Format conversion: none (rows as they are) or tldr (summarize_from_feedback comparisons -> prompt/chosen/rejected).", choices=list(ADAPTERS))
@@ -556,12 +556,12 @@ class PrepareConfig:
 class RunConfig:
     """`rdo run PIPELINE.yaml`: every stage of an experiment (prepare, scorers, score, align sweep, generate, evaluate, report) over one run folder; a rerun redoes only what changed."""
 
-    pipeline: str | None = arg(None, "Pipeline YAML file (also accepted as the first argument); see README 'rdo run'.")
-    run_dir: str | None = arg(None, "Override the pipeline's run_dir (where every stage's folder goes).")
+    pipeline: str | None = arg(None, "Pipeline YAML file (also accepted as the first argument); see README 'rdo run'.", content="file")
+    run_dir: str | None = arg(None, "Override the pipeline's run_dir (where every stage's folder goes).", content="output")
     dry_run: bool = arg(False, "Validate every stage's config, the stage graph and the data formats (first rows) without training.")
     only: str | None = arg(None, "Run only this stage: redone (resumed if it was interrupted); its inputs must already be there.")
     from_stage: str | None = arg(None, "Redo this stage, then run those after it (skipping the unchanged); those before are reused as they are.", aliases=["--from"])
-    dataset_override: list[str] = arg([], "SOURCE=FILE pairs: read FILE wherever the pipeline names the dataset SOURCE (a local copy of a hub dataset, or a fixture).")
+    dataset_override: list[str] = arg([], "SOURCE=FILE pairs: read FILE wherever the pipeline names the dataset SOURCE (a local copy of a hub dataset, or a fixture).", content="file")
     check_rows: int = arg(8, "--dry-run: how many first rows of each dataset to validate.")
     force: bool = arg(False, "Redo the selected stages even when their inputs and config are unchanged.")
 
@@ -585,8 +585,8 @@ class RunConfig:
 class ReportConfig:
     """`rdo report RUN_DIR`: one self-contained HTML page (plots embedded) and a Markdown twin over a run folder."""
 
-    run_dir: str | None = arg(None, "Run folder written by `rdo run` (also accepted as the first argument).")
-    output_dir: str | None = arg(None, "Where report.html, report.md and the PNGs go (default: RUN_DIR/report).")
+    run_dir: str | None = arg(None, "Run folder written by `rdo run` (also accepted as the first argument).", content="dataset")
+    output_dir: str | None = arg(None, "Where report.html, report.md and the PNGs go (default: RUN_DIR/report).", content="output")
     title: str | None = arg(None, "Page title (default: the run folder's name).")
 
     def __post_init__(self):
@@ -605,12 +605,12 @@ class DemoConfig:
     """`rdo demo`: the whole RDO pipeline on SmolLM2-135M-Instruct (offline, CPU), ending in a table with intervals."""
 
     preset: str = arg("smollm2", "smollm2: the real model, about 15 min on 2 cores; tiny: a locally built 2-layer model on fewer prompts (a smoke run in seconds).", choices=list(DEMO_PRESETS))
-    output_dir: str = arg("runs/demo", "Run folder: data, scorers, policies, generations, report.json and table.md.")
+    output_dir: str = arg("runs/demo", "Run folder: data, scorers, policies, generations, report.json and table.md.", content="output")
     seed: int = arg(0, "Seed of the label draw and of every training (same seed, same table).")
     label_noise: float = arg(0.3, "Bradley-Terry temperature tau of the labels: P(a preferred) = sigmoid((gold_a - gold_b) / tau); 0 = noise-free.")
     alpha: float = arg(0.5, "α of the two DPO+rc runs (weight = R^α).")
     folds: int = arg(1, "Cross-fitting for `rdo score`: K > 1 scores every training pair with scorers that never saw it.")
-    candidates: str | None = arg(None, "Candidates file (default: the shipped src/rdo/demo/data/candidates.jsonl).")
+    candidates: str | None = arg(None, "Candidates file (default: the shipped src/rdo/demo/data/candidates.jsonl).", content="file")
     regenerate_data: bool = arg(False, "Sample the candidates file again from SmolLM2 (minutes), write it to --candidates or the shipped path, and stop.")
     train_prompts: int | None = arg(None, "Use only the first N training prompts (2 noisy pairs each); default: the preset's (smollm2: all 192).")
     test_prompts: int | None = arg(None, "Use only the first N held-out prompts; default: the preset's (smollm2: all 64).")

@@ -17,6 +17,13 @@ def row_key(d: dict) -> tuple[int, int]:
     return d["rdo_row"], d.get("rdo_example", 0)
 
 
+def token_ids_digest(features: list[dict]) -> str:
+    """A digest of every feature's row key and token ids (`*_ids` fields), in any row order."""
+    from rdo.utils.fingerprint import digest
+
+    return digest(sorted(digest([list(row_key(f)), {k: v for k, v in f.items() if k.endswith("_ids")}]) for f in features))
+
+
 def pair_to_ranked(record: dict, coef_column: str | None) -> dict:
     out = {k: v for k, v in record.items() if k not in ("chosen", "rejected")}
     out["responses"] = [record["rejected"], record["chosen"]]

@@ -315,7 +315,8 @@ def _train(cfg, kind: str) -> dict:
 
     from rdo.models import add_lora, disable_dropout, load_tokenizer
 
-    from rdo.train.resume import check_config, find_checkpoint
+    from rdo.train.resume import check_config, check_rows, find_checkpoint, rows_state
+    from rdo.utils.content import config_content
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_seed(cfg.seed)
@@ -327,6 +328,9 @@ def _train(cfg, kind: str) -> dict:
     template = resolve_template(cfg.template, tokenizer) if kind == "difference" else None
     diff_encoder = DifferenceEncoder(tokenizer, template, cfg.truncation) if kind == "difference" else None
     features, report = _features(cfg, kind, tokenizer, cfg.dataset_name, cfg.dataset_split, diff_encoder)
+    state = rows_state(features, config_content(cfg, kinds=("model",)))
+    if checkpoint:
+        check_rows(checkpoint, state)  # a changed base model or training row is refused, never resumed over
     eval_features = None
     if cfg.eval_dataset_name:
         eval_features, report["eval"] = _features(cfg, kind, tokenizer, cfg.eval_dataset_name, cfg.eval_dataset_split, diff_encoder)
@@ -354,6 +358,7 @@ def _train(cfg, kind: str) -> dict:
         model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None, processing_class=tokenizer, step=step,
     )
+    trainer.rows_state = state
     if checkpoint:
         trainer.restore_collator(checkpoint)
     try:

@@ -17,8 +17,9 @@ from rdo.data.convert import convert_records, row_key
 from rdo.data.tokenize import Encoder, encode_records
 from rdo.core.methods import Method, get_method
 from rdo.models import add_lora, disable_dropout, load_causal_lm, load_tokenizer, save_trained
-from rdo.train.reference import default_cache_dir, load_or_compute
-from rdo.train.resume import check_config, check_weights, find_checkpoint, restore_reference, rows_state
+from rdo.train.reference import default_cache_dir, full_key, load_or_compute
+from rdo.train.resume import check_config, check_rows, find_checkpoint, reference_values, restore_reference, rows_state
+from rdo.utils.content import config_content
 
 log = logging.getLogger("rdo.train.align")
 
@@ -110,8 +111,11 @@ def align(cfg: AlignConfig) -> dict:
     collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
 
     features, report = prepare_features(cfg, method, tokenizer)
+    precomputed = method.needs_reference and cfg.precompute_ref
+    ref_key = full_key(reference_key(cfg, method, tokenizer), features) if precomputed else None
+    state = rows_state(features, config_content(cfg, kinds=("model",)), ref_key)
     if checkpoint:
-        check_weights(checkpoint, features)
+        check_rows(checkpoint, state)  # a changed model, row or reference key is refused, never restored
     # The model's initial weights: the reference below is computed from (or copied off) these, before
     # train() loads a checkpoint's weights, so a resumed run never takes a half-trained policy as reference.
     model = load_model(cfg, cfg.model_name_or_path, cfg.model_revision)
@@ -120,13 +124,13 @@ def align(cfg: AlignConfig) -> dict:
     if cfg.eval_dataset_name:
         eval_features, report["eval_data"] = prepare_features(
             cfg, method, tokenizer, source=cfg.eval_dataset_name, split=cfg.eval_dataset_split, weighted=False)
-    if method.needs_reference and cfg.precompute_ref:
-        if checkpoint and restore_reference(checkpoint, features, method.ref_columns):
+    if precomputed:
+        if checkpoint and restore_reference(checkpoint, features, method.ref_columns, ref_key):
             report["reference_cache"] = checkpoint
         else:
-            report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name)
+            report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name, tokenizer)
         if eval_features:
-            attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name)
+            attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name, tokenizer)
 
     ref_model = None  # a live reference: --ref_model_name_or_path, else a copy of the policy (LoRA: the adapter-disabled base)
     if method.needs_reference and not cfg.precompute_ref:
@@ -144,42 +148,49 @@ def align(cfg: AlignConfig) -> dict:
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
         processing_class=tokenizer, method=method, ref_model=ref_model,
     )
-    trainer.rows_state = rows_state(features, method.ref_columns if cfg.precompute_ref else ())
+    if precomputed:
+        state["reference"] = reference_values(features, method.ref_columns)
+    trainer.rows_state = state
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if eval_features:
         report["eval"] = trainer.evaluate()
     return save_outputs(cfg, trainer, tokenizer, report, result.metrics)
 
 
-def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], model, collator, source: str) -> str:
-    """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path.
+def reference_key(cfg: AlignConfig, method: Method, tokenizer) -> dict:
+    """The content the reference log-probs depend on, before the token ids (rdo.train.reference.full_key adds
+    them): the reference's weights and config, the tokenizer that made the ids (with its chat template),
+    truncation, dtype, precision, the method and its columns."""
+    from rdo.utils.fingerprint import tokenizer_fingerprint
 
-    The cache key is the content the values depend on (rdo.train.reference): the reference's weights and
-    config, the tokenizer that made the ids (with its chat template), truncation, dtype, precision,
-    the method and its columns, and the token ids themselves.
-    """
-    from rdo.utils.fingerprint import model_fingerprint, tokenizer_fingerprint
-
-    ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
-    ref_revision = cfg.ref_model_revision if cfg.ref_model_name_or_path else cfg.model_revision
-    cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir(source)
-    key = {
-        "reference": model_fingerprint(ref_id, ref_revision),  # a hub id by the commit its revision resolves to
-        "tokenizer": tokenizer_fingerprint(load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code, cfg.model_revision)),  # the one that encoded `features`
+    ref_field = "ref_model_name_or_path" if cfg.ref_model_name_or_path else "model_name_or_path"
+    return {
+        "reference": config_content(cfg, kinds=("model",))[ref_field],  # a hub id by the commit its revision resolves to
+        "tokenizer": tokenizer_fingerprint(tokenizer),  # the one that encoded the features
         "truncation": [cfg.max_length, cfg.max_prompt_length],
         "torch_dtype": cfg.torch_dtype,
         "precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32",  # the training steps' autocast
         "method": method.name,
         "columns": list(method.ref_columns),
     }
+
+
+def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], model, collator, source: str, tokenizer) -> str:
+    """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path.
+
+    The cache key is `reference_key` plus the token ids themselves (rdo.train.reference).
+    """
+    ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
+    ref_revision = cfg.ref_model_revision if cfg.ref_model_name_or_path else cfg.model_revision
+    cache_dir = Path(cfg.ref_cache_dir) if cfg.ref_cache_dir else default_cache_dir(source)
     if cfg.ref_model_name_or_path:
         model_fn = lambda: load_model(cfg, ref_id, ref_revision).to(cfg.device)  # noqa: E731
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
     # every process computes its share of the rows (rdo.train.reference.compute_reference_sharded); the main one caches
-    values, path = load_or_compute(cache_dir, key, {"reference": ref_id, "data": source}, model_fn, features, collator,
-                                   method.ref_step, cfg.per_device_eval_batch_size, cfg.device,
-                                   autocast=lambda: training_autocast(cfg))
+    values, path = load_or_compute(cache_dir, reference_key(cfg, method, tokenizer), {"reference": ref_id, "data": source},
+                                   model_fn, features, collator, method.ref_step, cfg.per_device_eval_batch_size,
+                                   cfg.device, autocast=lambda: training_autocast(cfg))
     for col, vals in values.items():
         for f, v in zip(features, vals):
             f[col] = v

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from rdo.data.convert import row_key
+from rdo.data.convert import row_key, token_ids_digest
 from rdo.utils.fingerprint import digest
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ PREFIX = "rdo-ref-logps-"
 
 def full_key(key: dict, features: list[dict]) -> dict:
     """`key` (the content fingerprints) plus a digest of every feature's row key and token ids."""
-    ids = sorted([list(row_key(f)), {k: v for k, v in f.items() if k.endswith("_ids")}] for f in features)
-    return {**key, "token_ids": digest(ids)}  # sorted by row key: the same rows in another order share a cache
+    return {**key, "token_ids": token_ids_digest(features)}  # in any row order: the same rows reordered share a cache
 
 
 def cache_path(cache_dir: Path, key: dict) -> Path:
