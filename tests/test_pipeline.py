@@ -92,7 +92,7 @@ def test_rerun_of_a_finished_pipeline_does_no_work(finished, tmp_path, monkeypat
     run = copy_run(finished, tmp_path)
     import rdo.pipeline.run
 
-    monkeypatch.setattr(rdo.pipeline.run, "execute", lambda *a: pytest.fail("a stage ran"))
+    monkeypatch.setattr(rdo.pipeline.run, "execute", lambda st, *a: pytest.fail(f"a stage ran: {st.name}"))
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != "stages.json"}
     status = run_pipeline(finished[1], run_dir=run)
     assert set(status.values()) == {"skipped"}

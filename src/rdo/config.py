@@ -585,7 +585,8 @@ class RunConfig:
 class ReportConfig:
     """`rdo report RUN_DIR`: one self-contained HTML page (plots embedded) and a Markdown twin over a run folder."""
 
-    run_dir: str | None = arg(None, "Run folder written by `rdo run` (also accepted as the first argument).", content="dataset")
+    # a run folder is keyed by what its stages wrote (each stage by its own key), not by its changing bookkeeping
+    run_dir: str | None = arg(None, "Run folder written by `rdo run` (also accepted as the first argument).", content="output")
     output_dir: str | None = arg(None, "Where report.html, report.md and the PNGs go (default: RUN_DIR/report).", content="output")
     title: str | None = arg(None, "Page title (default: the run folder's name).")
 

@@ -3,8 +3,8 @@
 Each stage is one rdo command (the same config class and function a user runs by hand, through
 `rdo.cli.COMMANDS`), run in `<run_dir>/<stage>/` with its resolved config written to `config.yaml`
 (`rdo <command> --config config.yaml` reruns it by hand). A stage's key is a content hash of its
-command, its values and the bytes of its inputs (files by `file_digest`, model folders by
-`model_fingerprint`): a rerun skips a stage whose key is unchanged and whose outputs are there, and
+command, its values and the bytes of its inputs (every file, folder, model or module its config names, by
+rdo.utils.content, and the launcher's config files): a rerun skips a stage whose key is unchanged and whose outputs are there, and
 redoes it when anything it reads changed. A stage that was interrupted keeps its folder (same key),
 so the command resumes (`rdo score` from its shards, training from its checkpoints); a stage whose key
 changed starts from an empty folder. `stages.json` lists every stage with its status and time.
@@ -23,6 +23,7 @@ import yaml
 
 from rdo.utils import atomic
 from rdo.config import RunConfig
+from rdo.utils.content import config_content
 from rdo.utils.fingerprint import digest, file_digest, model_fingerprint
 from rdo.pipeline.stages import Builder, Stage, config_class
 
@@ -84,11 +85,20 @@ def fingerprint(path: str) -> str:
 
 
 def stage_key(stage: Stage, run_dir: Path) -> str:
-    """Content hash of the command, its values (run folder spelt $RUN, so a moved run keeps its keys) and its inputs."""
+    """Content hash of the command, its values (run folder spelt $RUN, so a moved run keeps its keys), the content
+    of every input its config names (rdo.utils.content: data, models, templates, reward modules, DeepSpeed JSON),
+    the builder's inputs and the launcher's files (an accelerate config)."""
     here = str(run_dir)
     values = yaml.safe_dump(stage.values, sort_keys=True).replace(here, "$RUN")
     inputs = {i.replace(here, "$RUN"): fingerprint(i) for i in stage.inputs}
-    return digest({"command": stage.command, "values": values, "inputs": inputs, "launch": stage.launch})
+    named = config_content(cls=config_class(stage.command)[0], values=stage.values)
+    return digest({"command": stage.command, "values": values, "inputs": inputs, "named": named,
+                   "launch": stage.launch, "launch_files": launch_content(stage.launch)})
+
+
+def launch_content(launch: str | None) -> dict[str, str]:
+    """The bytes of every file the launcher command names (`--config_file zero3.yaml`, a hostfile, ...)."""
+    return {tok: file_digest(tok) for tok in shlex.split(launch or "") if Path(tok).is_file()}
 
 
 def missing_inputs(stage: Stage, run_dir: Path) -> list[str]:

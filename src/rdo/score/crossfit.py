@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rdo.utils import atomic
-from rdo.utils.fingerprint import digest, model_fingerprint
+from rdo.utils.content import config_content
+from rdo.utils.fingerprint import digest
 
 log = logging.getLogger("rdo.score.crossfit")
 
@@ -108,8 +109,8 @@ def plan(scorer: str, kind: str, output: Path, folds: int, seed: int, recs: list
     cls, recipe = recipe_of(scorer, kind)
     fold_of = assign_folds(recs, folds, seed)
     work = output.with_name(output.name + ".folds")
-    base = model_fingerprint(recipe["model_name_or_path"], recipe.get("model_revision"))  # the base model by content
-    recipe_key = digest({**{k: v for k, v in recipe.items() if k not in PLACES}, "model_name_or_path": base})
+    models = config_content(cls=cls, values=recipe, kinds=("model",))  # the base model by content, not by path
+    recipe_key = digest({**{k: v for k, v in recipe.items() if k not in PLACES}, **models})
     recipes, train_rows, parts = [], [], []
     for k in range(folds):
         rows = [raw[r["rdo_row"]] for r in recs if fold_of[r["rdo_row"]] != k]
