@@ -141,3 +141,23 @@ def test_every_option_has_a_default_and_a_help_line():
         for f in option_fields(config_class(command)):
             assert f.default is not MISSING or f.default_factory is not MISSING, (command, f.name)
             assert f.metadata.get("help"), (command, f.name)
+
+
+@pytest.mark.parametrize("command", ["run"])  # the commands with a positional argument and boolean flags
+def test_boolean_flag_before_the_positional_does_not_swallow_it(command, tmp_path):
+    """`rdo run --dry-run pipeline.yaml`: every boolean flag of a command with a positional argument
+    leaves the next word to the positional (README's first check failed with 'Truthy value expected')."""
+    from rdo.cli import POSITIONAL, _load, build_parser, explicit_bools, positional_first
+
+    cls, _ = _load(command)
+    parser = build_parser(cls, f"rdo {command}")
+    field = POSITIONAL[command]
+    bools = [a.option_strings[0] for a in parser._actions if a.nargs == "?" and a.const is True]
+    assert bools, f"rdo {command} has no boolean flag to check"
+    for flag in bools:
+        argv = positional_first(parser, explicit_bools(parser, [flag, "x.yaml"]), field)
+        ns, rest = parser.parse_known_args(argv)
+        assert getattr(ns, field) == "x.yaml" and getattr(ns, flag.lstrip("-").replace("-", "_")) is True and not rest, flag
+        argv = positional_first(parser, explicit_bools(parser, [flag, "false", "x.yaml"]), field)
+        ns, _ = parser.parse_known_args(argv)
+        assert getattr(ns, field) == "x.yaml" and getattr(ns, flag.lstrip("-").replace("-", "_")) is False, flag

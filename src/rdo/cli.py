@@ -111,18 +111,20 @@ def explicit_bools(parser, argv: list[str]) -> list[str]:
 
 def positional_first(parser, argv: list[str], field: str) -> list[str]:
     """The command's one bare argument, wherever it stands, as `--field VALUE` (`rdo run x.yaml --dry-run`)."""
-    takes_value = {opt: a.nargs for a in parser._actions for opt in a.option_strings
-                   if a.nargs != 0 and not (a.nargs == "?" and a.const is True)}
+    takes_value = {opt: a.nargs for a in parser._actions for opt in a.option_strings if a.nargs != 0}
+    bools = {opt for a in parser._actions if a.nargs == "?" and a.const is True for opt in a.option_strings}
     i = 0
     while i < len(argv):
         tok = argv[i]
         if tok.startswith("-"):
-            nargs = takes_value.get(tok.split("=", 1)[0]) if "=" not in tok else None
+            nargs = takes_value.get(tok) if "=" not in tok else 0
             i += 1
             if nargs in ("+", "*"):
                 while i < len(argv) and not argv[i].startswith("-"):
                     i += 1
-            elif tok in takes_value:
+            elif tok in bools:  # its value is optional: only a boolean word is its value
+                i += int(i < len(argv) and argv[i].lower() in _BOOL_WORDS)
+            elif nargs not in (0, None) or tok in takes_value:
                 i += 1
             continue
         return [f"--{field}", tok, *argv[:i], *argv[i + 1:]]
