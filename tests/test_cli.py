@@ -8,6 +8,7 @@ import pytest
 
 from rdo import cli
 from rdo.cli import COMMANDS, main, parse_config
+from rdo.commands import load
 
 # The smallest valid settings of each command (paths need not exist: configs only check settings).
 # A command not listed here still gets the tests that need no valid config (help, unknown keys, `=`).
@@ -21,7 +22,7 @@ MINIMAL = {
 
 
 def config_class(command: str):
-    return cli._load(command)[0]
+    return load(command)[0]
 
 
 def write_yaml(path, values: dict):
@@ -147,7 +148,8 @@ def test_every_option_has_a_default_and_a_help_line():
 def test_boolean_flag_before_the_positional_does_not_swallow_it(command, tmp_path):
     """`rdo run --dry-run pipeline.yaml`: every boolean flag of a command with a positional argument
     leaves the next word to the positional (README's first check failed with 'Truthy value expected')."""
-    from rdo.cli import POSITIONAL, _load, build_parser, explicit_bools, positional_first
+    from rdo.cli import POSITIONAL, build_parser, explicit_bools, positional_first
+    from rdo.commands import load as _load
 
     cls, _ = _load(command)
     parser = build_parser(cls, f"rdo {command}")

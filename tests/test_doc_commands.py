@@ -86,7 +86,8 @@ def test_docs_show_commands():
 @pytest.mark.parametrize("line", [c for _, c in doc_commands()], ids=[n for n, _ in doc_commands()])
 def test_doc_command_runs_as_written(line, monkeypatch, tmp_path):
     """A fenced command line: parsed into its config with the command's checks; `rdo run --dry-run` runs."""
-    from rdo.cli import POSITIONAL, _load, main, parse_config
+    from rdo.cli import POSITIONAL, main, parse_config
+    from rdo.commands import load as _load
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("RDO_CACHE", str(tmp_path / "cache"))
@@ -108,7 +109,8 @@ def test_doc_command_runs_as_written(line, monkeypatch, tmp_path):
 @pytest.mark.parametrize("line", [c for _, c in doc_commands(inline=True)], ids=[n for n, _ in doc_commands(inline=True)])
 def test_inline_command_names_real_options(line):
     """An inline `rdo <command> --flag ...` in prose: the command and every flag it names exist."""
-    from rdo.cli import _load, build_parser
+    from rdo.cli import build_parser
+    from rdo.commands import load as _load
 
     words = shlex.split(line)
     argv = words[1:] if words[0] == "rdo" else _check_other(words)

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rdo.data.chat import assistant_turn_end, end_of_turn_ids, generation_prompt_ids, render_prompt
+from rdo.data.chat import assistant_turn_end, end_of_turn_ids, render_prompt
+from rdo.data.tokenize import generation_prompt_ids
 from rdo.data.formats import Normaliser
 from rdo.data.tokenize import Encoder, Truncation
 from rdo.score.scorers import PAPER_TEMPLATE, DifferenceEncoder, use_scorer_pad

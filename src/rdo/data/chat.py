@@ -9,7 +9,6 @@ facts; `rdo.data.tokenize.Encoder` and `rdo generate` read them from here.
 - `end_of_turn_ids(tok)`: the token ids generation stops at: EOS plus every special token of that text.
 - `render_prompt(tok, prompt)`: a string prompt as is, a message list through the chat template
   with the generation prompt (`add_generation_prompt=True`).
-- `generation_prompt_ids(tok, prompt)`: its token ids, with BOS by the one BOS rule of `Encoder`.
 """
 
 from __future__ import annotations
@@ -59,10 +58,3 @@ def render_prompt(tokenizer, prompt) -> str:
     if not has_chat_template(tokenizer):
         raise ValueError("message-list prompts need a tokenizer with a chat template; this one has none (give string prompts)")
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-
-def generation_prompt_ids(tokenizer, prompt) -> list[int]:
-    """Token ids of the rendered prompt, BOS added exactly as for training (`Encoder.prompt_ids`)."""
-    from rdo.data.tokenize import Encoder, Truncation
-
-    return Encoder(tokenizer, Truncation(max_prompt_length=None)).prompt_ids(render_prompt(tokenizer, prompt))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from rdo.data.chat import assistant_turn_end, end_of_turn_ids
+from rdo.data.chat import assistant_turn_end, end_of_turn_ids, render_prompt
 from rdo.data.errors import SKIP_HINT, DataError, SkipReport
 from rdo.data.formats import CHAT_KEY  # set on records the chat template rendered
 
@@ -203,3 +203,8 @@ def encode_records(
     if encoder.cuts.prompts or encoder.cuts.responses:
         log.warning("%s: %s", source, encoder.cuts.summary())
     return out
+
+
+def generation_prompt_ids(tokenizer, prompt) -> list[int]:
+    """Token ids of the rendered prompt, BOS added exactly as for training (`Encoder.prompt_ids`)."""
+    return Encoder(tokenizer, Truncation(max_prompt_length=None)).prompt_ids(render_prompt(tokenizer, prompt))

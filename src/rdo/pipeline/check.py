@@ -16,13 +16,12 @@ from pathlib import Path
 
 from rdo.utils import atomic
 from rdo.config import RunConfig
-from rdo.pipeline.stages import Stage, config_class
+from rdo.pipeline.stages import Stage, config_class, make_config
 
 log = logging.getLogger("rdo.run")
 
 
 def _config_ok(stage: Stage) -> None:
-    from rdo.pipeline.run import make_config
 
     try:
         cls, _ = config_class(stage.command)
@@ -55,7 +54,6 @@ def _data_kind(stage: Stage, check_rows: int, tokenizer, notes: list[str]) -> st
     """Validate the first rows of a prepare stage's dataset; returns their kind, or None when skipped."""
     from rdo.config import PrepareConfig
     from rdo.data import load_records
-    from rdo.pipeline.run import make_config
     from rdo.pipeline.prepare import prepared_rows
 
     cfg = make_config(stage, PrepareConfig)

@@ -25,7 +25,7 @@ from rdo.utils import atomic
 from rdo.config import RunConfig
 from rdo.utils.content import config_content
 from rdo.utils.fingerprint import digest, file_digest, model_fingerprint
-from rdo.pipeline.stages import Builder, Stage, config_class
+from rdo.pipeline.stages import Builder, Stage, config_class, make_config
 
 log = logging.getLogger("rdo.run")
 
@@ -127,19 +127,6 @@ def execute(stage: Stage, folder: Path) -> None:
         return
     cls, fn = config_class(stage.command)
     fn(make_config(stage, cls))
-
-
-def make_config(stage: Stage, cls):
-    from dataclasses import fields
-
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(stage.values) - known)
-    if unknown:
-        raise ValueError(f"stage {stage.name}: unknown option(s) {unknown} for `rdo {stage.command}`")
-    try:
-        return cls(**stage.values)
-    except ValueError as e:
-        raise ValueError(f"stage {stage.name} (rdo {stage.command}): {e}") from None
 
 
 def run(cfg: RunConfig) -> dict:

@@ -31,19 +31,20 @@ class Stage:
 
 def config_class(command: str):
     """(config class, function) of an rdo command, or a ValueError saying it is not available."""
-    import importlib
+    from rdo.commands import load
 
-    from rdo.cli import COMMANDS
+    return load(command)
 
-    if command not in COMMANDS:
-        raise ValueError(f"command `rdo {command}` is not available in this install of rdo")
-    module, cfg_name, fn_name, _ = COMMANDS[command]
+
+def make_config(stage: Stage, cls):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(stage.values) - known)
+    if unknown:
+        raise ValueError(f"stage {stage.name}: unknown option(s) {unknown} for `rdo {stage.command}`")
     try:
-        cls = getattr(importlib.import_module("rdo.config"), cfg_name)
-        fn = getattr(importlib.import_module(module), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"command `rdo {command}` is not available in this install of rdo ({e})") from None
-    return cls, fn
+        return cls(**stage.values)
+    except ValueError as e:
+        raise ValueError(f"stage {stage.name} (rdo {stage.command}): {e}") from None
 
 
 def _fields_of(command: str) -> set[str] | None:
