@@ -114,6 +114,10 @@ class ReliabilityArgs:
     def __post_init__(self):
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} must be >= 1")
+        import torch
+
+        if not torch.accelerator.is_available():  # pinned memory needs an accelerator; torch warns on every loader
+            self.dataloader_pin_memory = False
         super().__post_init__()
 
 

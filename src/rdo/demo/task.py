@@ -48,10 +48,6 @@ def prompt_table() -> list[dict]:
     return rows
 
 
-def prompts() -> list[str]:
-    return [r["prompt"] for r in prompt_table()]
-
-
 class Vader:
     """Gold reward: VADER's compound sentiment in [-1, 1]."""
 

@@ -224,13 +224,6 @@ def use_scorer_pad(tokenizer) -> bool:
     return True
 
 
-def tokenize_many(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of many texts in one call of the (fast) tokenizer, no special tokens."""
-    if not texts:
-        return []
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-
 # --- models ------------------------------------------------------------------------------------
 
 def build_scorer_model(name_or_path: str, tokenizer, torch_dtype: str = "auto", trust_remote_code: bool = False,
@@ -291,7 +284,7 @@ def train_only_top(model, n_layers: int) -> tuple[int, int]:
 
 
 def head_parameter_names(model) -> set[str]:
-    """Names of the score head's parameters in `model` as it is now (for reports and tests, not for selection)."""
+    """Names of the score head's parameters in `model` as it is now (what --freeze_backbone leaves trainable)."""
     head = {id(p) for m in head_modules(model) for p in m.parameters()}
     return {n for n, p in model.named_parameters() if id(p) in head}
 
