@@ -168,7 +168,9 @@ class LocalJudge:
 
             from rdo.models import load_causal_lm, load_tokenizer
 
-            device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+            from rdo.utils.distributed import device as resolve_device
+
+            device = str(resolve_device(self.device))
             model = load_causal_lm(self.model).to(device).eval()
             self._loaded = (model, load_tokenizer(self.model), device)
         return self._loaded
@@ -176,20 +178,23 @@ class LocalJudge:
     def complete(self, messages: list[dict]) -> CallResult:
         import torch
 
+        from rdo.data.chat import end_of_turn_ids, has_chat_template
+        from rdo.data.tokenize import generation_prompt_ids
+
         with self._lock:
             model, tok, device = self._load()
-            if getattr(tok, "chat_template", None):
-                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            else:
-                text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-            ids = tok(text, return_tensors="pt", add_special_tokens=not getattr(tok, "chat_template", None)).to(device)
+            # the conversation through its chat template (generation prompt, BOS by the training rule), as
+            # `rdo generate` renders it; a model without a template reads the messages as plain text
+            prompt = messages if has_chat_template(tok) else "\n\n".join(m["content"] for m in messages) + "\n\n"
+            ids = torch.tensor([generation_prompt_ids(tok, prompt)], device=device)
             limit = getattr(model.config, "max_position_embeddings", None)
             new = int(self.decoding["max_tokens"])
-            n = ids["input_ids"].shape[1]
+            n = ids.shape[1]
             if limit is not None and n + new > limit:
                 return CallResult(None, ["local_error"], f"prompt of {n} tokens + {new} new exceed the model's context of {limit}")
             with torch.inference_mode():
-                out = model.generate(**ids, max_new_tokens=new, do_sample=False, pad_token_id=tok.pad_token_id)
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False,
+                                     pad_token_id=tok.pad_token_id, eos_token_id=end_of_turn_ids(tok) or None)
             return CallResult(tok.decode(out[0, n:], skip_special_tokens=True).strip(), ["ok"])
 
     def scrub(self, text: str) -> str:

@@ -99,7 +99,8 @@ def rewards_from_fn(fn, spec: str, path: str, rows: list[dict]) -> list[float]:
 
 def load_reward_model(cfg: EvalRewardConfig, folder: str):
     """A Scorer for a `rdo train-rm` folder, or for any 1-output sequence-classification folder."""
-    from rdo.score.scorers import SPEC_FILE, Scorer, ScorerSpec, load_scorer, resolve_device
+    from rdo.score.scorers import SPEC_FILE, Scorer, ScorerSpec, load_scorer
+    from rdo.utils.distributed import device as resolve_device
 
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"--scorer {folder}: no such folder")

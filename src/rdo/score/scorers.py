@@ -289,12 +289,6 @@ def head_parameter_names(model) -> set[str]:
     return {n for n, p in model.named_parameters() if id(p) in head}
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 CPU_BATCH_TOKENS = 1024  # measured (benchmarks/bench_scoring.py): on a CPU, big batches of long sequences run slower than small ones
 
 
@@ -338,6 +332,8 @@ def load_scorer(path: str, device: str = "auto", torch_dtype: str = "auto",
                             attn_implementation=attn_implementation)  # a local folder: no revision
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
+    from rdo.utils.distributed import device as resolve_device
+
     dev = resolve_device(device)
     model.to(dev).eval()
     return Scorer(model, tok, spec, dev)
