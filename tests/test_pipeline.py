@@ -315,3 +315,25 @@ def test_outputs_the_pipeline_owns_are_refused(finished, tmp_path, tiny_model, c
     s["align"]["args"]["ref_cache_dir"] = "cache"
     rc, out, err = dry(write_spec(tmp_path / "o.yaml", s), capsys)
     assert rc == 2 and "ref_cache_dir is set by the pipeline (one cache for the sweep" in err
+
+
+def test_scorer_data_on_pairs_takes_r_from_two_score_columns(tmp_path, tiny_model, capsys):
+    """The zero-cost baseline: R = the dataset's own judge scores, for DPO+rc and for a method reading R at α = 0."""
+    rows = [dict(r, score_chosen=float(4 + i % 3), score_rejected=float(i % 4)) for i, r in enumerate(synthetic_pairs(8, with_coef=False))]
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    s = {"run_dir": str(tmp_path / "run"), "model": str(tiny_model), "training": TRAINING,
+         "data": {"train": {"dataset_name": str(tmp_path / "uf.jsonl")}},
+         "align": {"methods": ["dpo", "mmpo"], "alphas": [0, 0.5], "scorers": ["data"]}, "report": False}
+    rc, out, err = dry(write_spec(tmp_path / "no_columns.yaml", s), capsys)
+    assert rc == 2 and "scorer 'data' on the pair rows of data 'train' takes R from two score columns: set align.score_columns" in err
+    s["align"]["score_columns"] = ["score_chosen", "score_rejected"]
+    status = run_pipeline(write_spec(tmp_path / "ok.yaml", s))
+    assert list(status) == ["prepare_train", "align_dpo_a0", "align_dpo_a0.5_data", "align_mmpo_a0_data", "align_mmpo_a0.5_data"]
+    assert set(status.values()) == {"done"}
+    for name, source in (("align_dpo_a0", None), ("align_dpo_a0.5_data", "score_chosen - score_rejected"),
+                         ("align_mmpo_a0_data", "score_chosen - score_rejected")):
+        data = json.loads((tmp_path / "run" / name / "model" / "train_metrics.json").read_text())["data"]
+        assert data.get("reward_diff_source") == source, name
+    r = json.loads((tmp_path / "run" / "align_dpo_a0.5_data" / "model" / "train_metrics.json").read_text())["data"]["coefficients"]["reward_diff"]
+    diffs = [row["score_chosen"] - row["score_rejected"] for row in rows]
+    assert r["mean"] == pytest.approx(sum(diffs) / len(diffs))
