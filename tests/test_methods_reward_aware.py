@@ -111,4 +111,15 @@ def test_the_methods_need_r_at_alpha_zero(tiny_model, tmp_path, capsys):
     code = main(["align", "--model_name_or_path", str(tiny_model), "--dataset_name", str(data), "--output_dir",
                  str(tmp_path / "o"), "--method", "mmpo", "--alpha", "0", "--use_cpu", "true", "--report_to", "none"])
     assert code == 2
-    assert "row 1, field 'rdo_reward_diff': missing coefficient" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "row 1, field 'rdo_reward_diff': missing coefficient" in err and "--score_chosen_column" in err
+
+
+def test_align_help_lists_the_methods(capsys):
+    from rdo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["align", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--method {dpo,ipo,rrhf,kto,simpo,odpo,mmpo,rpo}" in text
+    assert "--rpo_variant {sq,bwd_kl,fwd_kl}" in text

@@ -127,7 +127,8 @@ class Normaliser:
             if self.fmt == "ranked":  # R then comes from the reward model's scores: R_ij = s_j - s_i
                 return
             fix = ("; or train the plain method with --alpha 0, or score the pairs the rows came from with `rdo score` "
-                   "and train KTO on the scored pairs" if self.fmt == "unpaired" else "; or score the data with `rdo score`")
+                   "and train KTO on the scored pairs" if self.fmt == "unpaired" else "; or score the data with `rdo score`, "
+                   "or take R from the data's own scores with --score_chosen_column / --score_rejected_column")
             raise DataError(self.source, row, self.coef_column, "missing coefficient", SKIP_HINT + fix)
         if self.fmt == "ranked":  # one R per ordered pair: a K x K matrix, [i][j] = R for "j beats i"
             k = len(raw["responses"])
