@@ -337,3 +337,21 @@ def test_scorer_data_on_pairs_takes_r_from_two_score_columns(tmp_path, tiny_mode
     r = json.loads((tmp_path / "run" / "align_dpo_a0.5_data" / "model" / "train_metrics.json").read_text())["data"]["coefficients"]["reward_diff"]
     diffs = [row["score_chosen"] - row["score_rejected"] for row in rows]
     assert r["mean"] == pytest.approx(sum(diffs) / len(diffs))
+
+
+def test_methods_reading_r_get_a_scorer_at_alpha_zero_and_are_judged_against_plain_dpo(tmp_path, tiny_model):
+    from rdo.pipeline.stages import Builder
+
+    s = spec(tmp_path, tiny_model, generate={"data": "test"}, eval_judge={"args": {"judge_local": ["j"]}}, report=False)
+    s["align"].update(methods=["dpo", "rpo"], alphas=[0, 0.5], scorers=["reward"], method_args={"rpo": {"rpo_variant": "sq"}})
+    stages = {st.name: st for st in Builder(s, tmp_path / "run", "p.yaml").build()}
+    aligned = [n for n in stages if n.startswith("align_")]
+    assert aligned == ["align_dpo_a0", "align_dpo_a0.5_reward", "align_rpo_a0_reward", "align_rpo_a0.5_reward"]
+    assert stages["align_rpo_a0_reward"].values["rpo_variant"] == "sq"
+    assert stages["align_rpo_a0_reward"].values["dataset_name"].endswith("score_reward/scored.jsonl")
+    judged = sorted(n for n in stages if n.startswith("eval_judge_"))
+    assert judged == ["eval_judge_align_dpo_a0.5_reward_vs_align_dpo_a0", "eval_judge_align_rpo_a0.5_reward_vs_align_dpo_a0",
+                      "eval_judge_align_rpo_a0_reward_vs_align_dpo_a0"]
+    s["align"].update(methods=["odpo"], alphas=[0], scorers=[])
+    with pytest.raises(ValueError, match=r"align.methods \['odpo'\] read R in their loss at every α, but align.scorers is empty"):
+        Builder(s, tmp_path / "run", "p.yaml").build()

@@ -295,9 +295,9 @@ class Builder:
         if not ev or not generations:
             return
         pairs = ev.get("pairs", "auto")
-        if pairs == "auto":  # every +rc policy against the plain one of its method
-            plain = {m: n for n, m, a, _ in aligned if a == 0}
-            pairs = [[n, plain[m]] for n, m, a, _ in aligned if a != 0 and m in plain]
+        if pairs == "auto":  # every +rc policy against the plain one of its method; a method reading R (no plain run) against plain DPO
+            plain = {m: n for n, m, a, sc in aligned if a == 0 and sc is None}
+            pairs = [[n, plain.get(m, plain.get("dpo"))] for n, m, a, sc in aligned if sc is not None and plain.get(m, plain.get("dpo"))]
         for pair in pairs:
             if not (isinstance(pair, list) and len(pair) == 2 and all(p in generations for p in pair)):
                 raise ValueError(f"{self.source}: eval_judge.pairs: {pair!r} must name two generated models from {sorted(generations)}")
