@@ -123,3 +123,14 @@ def test_align_help_lists_the_methods(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--method {dpo,ipo,rrhf,kto,simpo,odpo,mmpo,rpo}" in text
     assert "--rpo_variant {sq,bwd_kl,fwd_kl}" in text
+
+
+def test_resume_checks_r_for_methods_that_read_it():
+    """A checkpoint of odpo/mmpo/rpo refuses data whose R changed even when every weight is 1 (α = 0)."""
+    from rdo.train.resume import weights_digest
+
+    rows = [{"rdo_row": 1, "rdo_weight": 1.0}, {"rdo_row": 2, "rdo_weight": 1.0}]
+    with_r = [dict(r, reward_diff=x) for r, x in zip(rows, (0.5, 2.0))]
+    assert weights_digest(with_r) != weights_digest([dict(r, reward_diff=x) for r, x in zip(rows, (0.5, 2.5))])
+    assert weights_digest(with_r) == weights_digest([dict(r) for r in with_r])
+    assert weights_digest(rows) != weights_digest(with_r)

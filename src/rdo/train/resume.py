@@ -81,7 +81,8 @@ def check_config(checkpoint: str, cfg) -> None:
 
 
 def weights_digest(features: list[dict]) -> str:
-    return digest([[list(row_key(f)), f["rdo_weight"]] for f in features])
+    """Each row's weight and, for a method whose loss reads it (odpo, mmpo, rpo), its raw R."""
+    return digest([[list(row_key(f)), f["rdo_weight"], *([f["reward_diff"]] if "reward_diff" in f else [])] for f in features])
 
 
 def rows_state(features: list[dict], ref_columns: tuple[str, ...]) -> dict:
@@ -115,7 +116,8 @@ def check_weights(checkpoint: str, features: list[dict]) -> None:
     if saved["weights"] != weights_digest(features):
         raise ValueError(
             f"{checkpoint}: the coefficient weights of this data ({len(features)} rows) differ from the ones it was trained "
-            f"with ({saved['n']} rows): the data or a --coef_*/--alpha option changed. Resume with the original ones, "
+            f"with ({saved['n']} rows), or their R (odpo/mmpo/rpo): the data or a --coef_*/--alpha/--score_* option changed. "
+            "Resume with the original ones, "
             "or start fresh with --overwrite_output_dir"
         )
 
