@@ -80,7 +80,8 @@ def _cfg(tmp_path, **kw):
                        report_to="none", **kw)
 
 
-@pytest.mark.parametrize("method,beta", [("dpo", 0.1), ("ipo", 0.1), ("kto", 0.1), ("simpo", 2.0), ("rrhf", None)])
+@pytest.mark.parametrize("method,beta", [("dpo", 0.1), ("ipo", 0.1), ("kto", 0.1), ("simpo", 2.0), ("rrhf", None),
+                                         ("odpo", 0.1), ("mmpo", 0.1), ("rpo", 0.1)])
 def test_beta_default_depends_on_the_method(tmp_path, method, beta):
     assert _cfg(tmp_path, method=method).beta == beta
     if beta is not None:
@@ -92,16 +93,20 @@ def test_beta_default_depends_on_the_method(tmp_path, method, beta):
     ("rrhf", "rrhf_sft_weight", -0.1, "rrhf_sft_weight -0.1 must be >= 0"),
     ("kto", "kto_desirable_weight", 0.0, "must be > 0"),
     ("kto", "kto_undesirable_weight", -1.0, "must be > 0"),
+    ("odpo", "odpo_offset_scale", -0.5, "odpo_offset_scale -0.5 must be a finite number >= 0"),
+    ("mmpo", "mmpo_gamma", 0.0, "mmpo_gamma 0.0 must be > 0"),
+    ("rpo", "rpo_eta", float("inf"), "finite with --rpo_variant sq"),  # run with rpo_variant=sq (see below)
 ])
 def test_method_fields_are_validated(tmp_path, method, field, value, message):
     with pytest.raises(ValueError, match=message):
-        _cfg(tmp_path, method=method, **{field: value})
+        _cfg(tmp_path, method=method, **({field: value} | ({"rpo_variant": "sq"} if field == "rpo_eta" else {})))
 
 
 # a valid, non-default value of every method-specific option
 SET_VALUES = {"beta": 0.3, "label_smoothing": 0.1, "ipo_average_log_ratios": False, "simpo_gamma": 1.0,
               "rrhf_length_penalty": 0.5, "rrhf_sft_weight": 0.5, "kto_desirable_weight": 1.2,
-              "kto_undesirable_weight": 0.9, "precompute_ref": False, "ref_model_name_or_path": "ref", "ref_cache_dir": "c"}
+              "kto_undesirable_weight": 0.9, "odpo_offset_scale": 0.5, "mmpo_gamma": 2.0, "rpo_variant": "sq",
+              "rpo_eta": 2.0, "precompute_ref": False, "ref_model_name_or_path": "ref", "ref_cache_dir": "c"}
 
 
 def test_every_method_refuses_the_options_it_does_not_read_and_accepts_its_own(tmp_path):
@@ -118,7 +123,7 @@ def test_every_method_refuses_the_options_it_does_not_read_and_accepts_its_own(t
                 with pytest.raises(ValueError, match=rf"--method {name} does not use --{option} \(read by "):
                     _cfg(tmp_path, method=name, **{option: value})
                 refused.setdefault(option, []).append(name)
-    assert sorted(refused["label_smoothing"]) == ["ipo", "kto", "rrhf"]  # the three
+    assert sorted(refused["label_smoothing"]) == ["ipo", "kto", "mmpo", "odpo", "rpo", "rrhf"]  # the three, and the R-reading losses
     assert refused["beta"] == ["rrhf"] and sorted(refused["ref_model_name_or_path"]) == ["rrhf", "simpo"]
     assert "ipo_average_log_ratios" in refused and "simpo_gamma" in refused
 

@@ -315,3 +315,43 @@ def test_outputs_the_pipeline_owns_are_refused(finished, tmp_path, tiny_model, c
     s["align"]["args"]["ref_cache_dir"] = "cache"
     rc, out, err = dry(write_spec(tmp_path / "o.yaml", s), capsys)
     assert rc == 2 and "ref_cache_dir is set by the pipeline (one cache for the sweep" in err
+
+
+def test_scorer_data_on_pairs_takes_r_from_two_score_columns(tmp_path, tiny_model, capsys):
+    """The zero-cost baseline: R = the dataset's own judge scores, for DPO+rc and for a method reading R at α = 0."""
+    rows = [dict(r, score_chosen=float(4 + i % 3), score_rejected=float(i % 4)) for i, r in enumerate(synthetic_pairs(8, with_coef=False))]
+    write_jsonl(tmp_path / "uf.jsonl", rows)
+    s = {"run_dir": str(tmp_path / "run"), "model": str(tiny_model), "training": TRAINING,
+         "data": {"train": {"dataset_name": str(tmp_path / "uf.jsonl")}},
+         "align": {"methods": ["dpo", "mmpo"], "alphas": [0, 0.5], "scorers": ["data"]}, "report": False}
+    rc, out, err = dry(write_spec(tmp_path / "no_columns.yaml", s), capsys)
+    assert rc == 2 and "scorer 'data' on the pair rows of data 'train' takes R from two score columns: set align.score_columns" in err
+    s["align"]["score_columns"] = ["score_chosen", "score_rejected"]
+    status = run_pipeline(write_spec(tmp_path / "ok.yaml", s))
+    assert list(status) == ["prepare_train", "align_dpo_a0", "align_dpo_a0.5_data", "align_mmpo_a0_data", "align_mmpo_a0.5_data"]
+    assert set(status.values()) == {"done"}
+    for name, source in (("align_dpo_a0", None), ("align_dpo_a0.5_data", "score_chosen - score_rejected"),
+                         ("align_mmpo_a0_data", "score_chosen - score_rejected")):
+        data = json.loads((tmp_path / "run" / name / "model" / "train_metrics.json").read_text())["data"]
+        assert data.get("reward_diff_source") == source, name
+    r = json.loads((tmp_path / "run" / "align_dpo_a0.5_data" / "model" / "train_metrics.json").read_text())["data"]["coefficients"]["reward_diff"]
+    diffs = [row["score_chosen"] - row["score_rejected"] for row in rows]
+    assert r["mean"] == pytest.approx(sum(diffs) / len(diffs))
+
+
+def test_methods_reading_r_get_a_scorer_at_alpha_zero_and_are_judged_against_plain_dpo(tmp_path, tiny_model):
+    from rdo.pipeline.stages import Builder
+
+    s = spec(tmp_path, tiny_model, generate={"data": "test"}, eval_judge={"args": {"judge_local": ["j"]}}, report=False)
+    s["align"].update(methods=["dpo", "rpo"], alphas=[0, 0.5], scorers=["reward"], method_args={"rpo": {"rpo_variant": "sq"}})
+    stages = {st.name: st for st in Builder(s, tmp_path / "run", "p.yaml").build()}
+    aligned = [n for n in stages if n.startswith("align_")]
+    assert aligned == ["align_dpo_a0", "align_dpo_a0.5_reward", "align_rpo_a0_reward", "align_rpo_a0.5_reward"]
+    assert stages["align_rpo_a0_reward"].values["rpo_variant"] == "sq"
+    assert stages["align_rpo_a0_reward"].values["dataset_name"].endswith("score_reward/scored.jsonl")
+    judged = sorted(n for n in stages if n.startswith("eval_judge_"))
+    assert judged == ["eval_judge_align_dpo_a0.5_reward_vs_align_dpo_a0", "eval_judge_align_rpo_a0.5_reward_vs_align_dpo_a0",
+                      "eval_judge_align_rpo_a0_reward_vs_align_dpo_a0"]
+    s["align"].update(methods=["odpo"], alphas=[0], scorers=[])
+    with pytest.raises(ValueError, match=r"align.methods \['odpo'\] read R in their loss at every α, but align.scorers is empty"):
+        Builder(s, tmp_path / "run", "p.yaml").build()

@@ -6,11 +6,13 @@ rate, schedulers, DeepSpeed/FSDP, checkpointing, logging) is available under the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
 from rdo.core.coefficients import NONPOSITIVE, NORMALIZE, CoefficientPolicy
+from rdo.core.losses import RPO_VARIANTS
 from rdo.data.tokenize import Truncation
 
 
@@ -21,8 +23,8 @@ def arg(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
-METHODS = ("dpo", "ipo", "rrhf", "kto", "simpo")
-DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "simpo": 2.0}  # β's scale differs by method; RRHF has none
+METHODS = ("dpo", "ipo", "rrhf", "kto", "simpo", "odpo", "mmpo", "rpo")
+DEFAULT_BETA = {"dpo": 0.1, "ipo": 0.1, "kto": 0.1, "simpo": 2.0, "odpo": 0.1, "mmpo": 0.1, "rpo": 0.1}  # β's scale differs by method; RRHF has none
 DTYPE_CHOICES = ["auto", "float32", "bfloat16", "float16"]
 
 
@@ -101,6 +103,20 @@ class TrainerDefaults:
 
 
 @dataclass
+class CoefficientOptions:
+    """How a raw reward difference R becomes a weight R^α (rdo.core.coefficients): `rdo align`, and `rdo score --weight_column`."""
+
+    alpha: float = arg(0.5, "Exponent α on the reward difference R: weight = R^α. 0 = the plain method, exactly.")
+    coef_nonpositive: str = arg("clip", "What R <= 0 means: clip (raise to --coef_floor), drop the pair, or abs.", choices=list(NONPOSITIVE))
+    coef_floor: float = arg(1e-2, "Smallest R used in R^α under clip/abs, so doubted pairs count little but not zero.")
+    coef_normalize: str = arg("mean", "Rescale weights to mean 1 over the dataset (mean), or use R^α as is (none, the paper).", choices=list(NORMALIZE))
+
+    @property
+    def policy(self) -> CoefficientPolicy:
+        return CoefficientPolicy(self.alpha, self.coef_nonpositive, self.coef_floor, self.coef_normalize)
+
+
+@dataclass
 class ReliabilityArgs:
     """Resume, checkpoint, numerical-guard and loading-safety options shared by every training command."""
 
@@ -122,13 +138,13 @@ class ReliabilityArgs:
 
 
 @dataclass
-class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
-    """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
+class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, CoefficientOptions, ReliabilityArgs, TrainingArguments):
+    """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO/ODPO/MMPO/RPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.", content="model", revision="model_revision")
-    method: str = arg("dpo", "Alignment loss: dpo/ipo/simpo train on pairs, rrhf on ranked rows (or pairs), kto on unpaired rows (or pairs).", choices=list(METHODS))
+    method: str = arg("dpo", "Alignment loss: dpo/ipo/simpo train on pairs, rrhf on ranked rows (or pairs), kto on unpaired rows (or pairs); odpo (offset), mmpo (soft labels) and rpo (reward distillation) also read each pair's R inside the loss, at every α.", choices=list(METHODS))
     # --- method options: each method reads only its own (rdo.core.methods registry); others are refused ---
-    beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO (default 0.1); reward scale for SimPO (default 2.0); not used by RRHF.")
+    beta: float | None = arg(None, "β: implicit-KL strength for DPO/IPO/KTO/ODPO/MMPO/RPO (default 0.1); reward scale for SimPO (default 2.0); not used by RRHF.")
     label_smoothing: float = arg(0.0, "Conservative DPO/SimPO: assumed fraction ε of flipped labels (0 = the plain loss).")
     ipo_average_log_ratios: bool = arg(True, "IPO: average log-ratios per token (TRL's convention) instead of summing.")
     simpo_gamma: float = arg(0.5, "SimPO: target reward margin γ, in reward units (after scaling by β).")
@@ -136,12 +152,14 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOpti
     rrhf_sft_weight: float = arg(1.0, "RRHF: weight of the SFT cross-entropy on each prompt's best-scored response.")
     kto_desirable_weight: float = arg(1.0, "KTO: λ_D, the loss weight of desirable examples.")
     kto_undesirable_weight: float = arg(1.0, "KTO: λ_U, the loss weight of undesirable examples.")
-    # --- reward difference coefficients (paper Eq. 2) ---
-    alpha: float = arg(0.5, "Exponent α on the reward difference R: weight = R^α. 0 = the plain method, exactly.")
+    odpo_offset_scale: float = arg(1.0, "ODPO: s in the offset Δ = s·log(1 + max(R, 0)) of -log σ(β·h - Δ); 0 = DPO exactly.")
+    mmpo_gamma: float = arg(1.0, "MMPO: γ of the soft label p = σ(γ·R) in -[p log σ(βh) + (1-p) log σ(-βh)]; inf = label 1 when R > 0 (DPO exactly).")
+    rpo_variant: str = arg("bwd_kl", "RPO: fit β·h to η·R by sq (squared distance), bwd_kl (KL(σ(ηR) || σ(βh)); η = inf is DPO) or fwd_kl (KL(σ(βh) || σ(ηR))).", choices=list(RPO_VARIANTS))
+    rpo_eta: float = arg(1.0, "RPO: η, the scale of the explicit reward gap η·R (inf only with bwd_kl).")
+    # --- reward difference coefficients (paper Eq. 2; α and the --coef_* policy come from CoefficientOptions) ---
+    score_chosen_column: str | None = arg(None, "Take R = row[this] - row[--score_rejected_column] from the data's own scores (e.g. score_chosen of UltraFeedback rows) instead of --coef_column; pairs only.")
+    score_rejected_column: str | None = arg(None, "The rejected response's score column; see --score_chosen_column.")
     coef_column: str = arg("rdo_reward_diff", "Column holding the raw reward difference R (written by `rdo score`). Pairs and unpaired rows must carry it when α > 0; ranked rows without it take R_ij = scores[j] - scores[i] (logged).")
-    coef_nonpositive: str = arg("clip", "What R <= 0 means: clip (raise to --coef_floor), drop the pair, or abs.", choices=list(NONPOSITIVE))
-    coef_floor: float = arg(1e-2, "Smallest R used in R^α under clip/abs, so doubted pairs count little but not zero.")
-    coef_normalize: str = arg("mean", "Rescale weights to mean 1 over the dataset (mean), or use R^α as is (none, the paper).", choices=list(NORMALIZE))
     # --- reference model ---
     precompute_ref: bool = arg(True, "Compute reference log-probs once before training and cache them (the reference is then not held in memory).")
     ref_model_name_or_path: str | None = arg(None, "Reference model (precomputed or live, with or without LoRA); default: the policy's initial weights (with LoRA: the base, adapter disabled).", content="model", revision="ref_model_revision")
@@ -176,16 +194,45 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOpti
             raise ValueError(f"--rrhf_sft_weight {self.rrhf_sft_weight} must be >= 0 (0 turns the SFT term off)")
         if self.kto_desirable_weight <= 0 or self.kto_undesirable_weight <= 0:
             raise ValueError("--kto_desirable_weight and --kto_undesirable_weight must be > 0")
+        if not (math.isfinite(self.odpo_offset_scale) and self.odpo_offset_scale >= 0):
+            raise ValueError(f"--odpo_offset_scale {self.odpo_offset_scale} must be a finite number >= 0 (0 = plain DPO)")
+        if not self.mmpo_gamma > 0:
+            raise ValueError(f"--mmpo_gamma {self.mmpo_gamma} must be > 0 (inf: label 1 for every R > 0, plain DPO)")
+        if self.rpo_variant not in RPO_VARIANTS:
+            raise ValueError(f"--rpo_variant {self.rpo_variant!r}: choose one of {RPO_VARIANTS}")
+        if not self.rpo_eta > 0 or (math.isinf(self.rpo_eta) and self.rpo_variant != "bwd_kl"):
+            raise ValueError(f"--rpo_eta {self.rpo_eta} must be > 0, and finite with --rpo_variant {self.rpo_variant} "
+                             "(its target eta * R must be a number; only bwd_kl has the limit eta = inf, plain DPO)")
+        self.check_score_columns()
         self.policy  # validates alpha / coef_* now, with their messages
         self.truncation
 
-    @property
-    def policy(self) -> CoefficientPolicy:
-        return CoefficientPolicy(self.alpha, self.coef_nonpositive, self.coef_floor, self.coef_normalize)
+    def check_score_columns(self) -> None:
+        given = [c for c in (self.score_chosen_column, self.score_rejected_column) if c]
+        if not given:
+            return
+        if len(given) == 1:
+            raise ValueError("set both --score_chosen_column and --score_rejected_column (R = chosen's score - rejected's), or neither")
+        if self.score_chosen_column == self.score_rejected_column:
+            raise ValueError(f"--score_chosen_column and --score_rejected_column both name {self.score_chosen_column!r}: R would be 0 on every row")
+        if not self.uses_reward_diff:
+            raise ValueError(f"--score_chosen_column / --score_rejected_column give R, which --method {self.method} at --alpha 0 does not use: "
+                             "drop them, or set --alpha > 0 or a method that reads R (odpo, mmpo, rpo)")
 
     @property
     def uses_coefficients(self) -> bool:
         return self.alpha != 0
+
+    @property
+    def uses_reward_diff(self) -> bool:
+        """Whether the rows must carry R: for the weight R^α (α > 0), or for a loss that reads R itself."""
+        from rdo.core.methods import get_method
+
+        return self.alpha != 0 or get_method(self.method).reads_reward_diff
+
+    @property
+    def score_columns(self) -> tuple[str, str] | None:
+        return (self.score_chosen_column, self.score_rejected_column) if self.score_chosen_column else None
 
 
 # --- scorers: reward model, difference model, scoring, accuracy ---------------------------------
@@ -256,6 +303,9 @@ class TrainDiffConfig(_ScorerTrainConfig):
             raise ValueError(f"--template {self.template!r}: use one of {SCORER_TEMPLATES} or a string with {{x}}, {{y1}} and {{y2}}")
 
 
+RESERVED_SCORE_COLUMNS = ("rdo_reward_diff", "rdo_score_chosen", "rdo_score_rejected", "rdo_scores", "rdo_fold", "scores", "scores_original")
+
+
 @dataclass
 class ScorerRunOptions:
     """How `rdo score` and `rdo eval accuracy` load and run a trained scorer."""
@@ -269,7 +319,7 @@ class ScorerRunOptions:
 
 
 @dataclass
-class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptions):
+class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptions, CoefficientOptions):
     """`rdo score`: add the reward difference R (and pointwise scores) to every row of a preference dataset.
 
     Cross-fitting (--folds K) trains K scorers with the recipe of --scorer, each on K-1 folds, and scores
@@ -286,8 +336,18 @@ class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptio
     seed: int = arg(0, "Cross-fitting: seed of the fold split (fold k trains with the recipe's seed + k).")
     overwrite: bool = arg(False, "Discard shards of an earlier, different run instead of refusing to mix them.")
     keep_shards: bool = arg(False, "Keep <output>.shards/ after the output is complete.")
+    weight_column: str | None = arg(None, "Also write each pair's final training weight (R^α after the R <= 0 policy and normalisation, as `rdo align` computes it with the same --alpha / --coef_* options; 0 = dropped) to this column, for training elsewhere. Ranked rows get a K x K list.")
 
     def __post_init__(self):
+        if self.weight_column is None:
+            defaults = CoefficientOptions()
+            changed = [f"--{n}" for n in ("alpha", "coef_nonpositive", "coef_floor", "coef_normalize") if getattr(self, n) != getattr(defaults, n)]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} set the weights that --weight_column writes: add --weight_column NAME, or drop them")
+        elif self.weight_column in RESERVED_SCORE_COLUMNS:
+            raise ValueError(f"--weight_column {self.weight_column!r} is a column `rdo score` already writes; choose another name, e.g. rdo_weight")
+        else:
+            self.policy  # validates alpha / coef_* now, with their messages
         for name in ("scorer", "dataset_name", "output"):
             if not getattr(self, name):
                 raise ValueError(f"set --{name}")

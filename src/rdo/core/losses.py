@@ -7,6 +7,10 @@ checked so a `(B, 1)` tensor cannot silently broadcast against a `(B,)` one into
 
 Equation numbers refer to the RDO paper (Wang et al., "Reward Difference Optimization for Sample
 Reweighting in Offline RLHF"); the DPO/IPO/SimPO/KTO papers are cited where their own equations apply.
+
+The reward-aware losses (ODPO, MMPO, RPO) read the same per-pair reward difference R the weights come
+from, but inside the loss: as an offset, a soft label or a target gap. They still know nothing of the
+weight R^alpha, which the trainer applies on top.
 """
 
 from __future__ import annotations
@@ -110,6 +114,154 @@ def ipo_loss(
         h = chosen_logratios - rejected_logratios  # (B,)
     losses = (h - 1 / (2 * beta)) ** 2  # (B,)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def _pair_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, **more):
+    """Check shapes; return (h (B,), chosen log-ratios (B,), rejected log-ratios (B,)) as in dpo_loss."""
+    _check_same_shape(
+        1,
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        reference_chosen_logps=reference_chosen_logps,
+        reference_rejected_logps=reference_rejected_logps,
+        **more,
+    )
+    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)
+    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)
+    return chosen_logratios - rejected_logratios, chosen_logratios, rejected_logratios
+
+
+def odpo_offset(reward_diffs: torch.Tensor, offset_scale: float) -> torch.Tensor:
+    """ODPO's offset Delta(R) = offset_scale * log(1 + max(R, 0)), `(B,)`.
+
+    The ODPO paper (Amini et al. 2024, arXiv 2402.10571, Sec. 3) uses Delta = alpha * log(r_w - r_l) on
+    rewards where the chosen one always wins. rdo's R can be <= 0 (the scorer disagrees with the label)
+    or below 1, where log R is negative or undefined, so the offset uses log(1 + R) on R clipped at 0:
+    it is 0 for a doubted pair (which then trains as plain DPO), never negative, and grows like log R
+    for large R. `offset_scale` plays the paper's alpha (named apart from rdo's exponent alpha).
+    """
+    return offset_scale * torch.log1p(reward_diffs.clamp(min=0))  # (B,)
+
+
+def odpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    reward_diffs: torch.Tensor,
+    beta: float = 0.1,
+    offset_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO with an offset (ODPO; Amini et al., Findings ACL 2024, arXiv 2402.10571, Eq. 7).
+
+    Log-probs and `reward_diffs` R are `(B,)`; h is the DPO log-ratio difference (see `dpo_loss`).
+
+        Delta  = offset_scale * log(1 + max(R, 0))          (odpo_offset: the choice is explained there)
+        losses = -log sigmoid(beta * h - Delta)
+
+    The implicit reward gap must exceed an offset that grows with R. offset_scale = 0 is DPO exactly.
+    Returns `(losses, chosen_rewards, rejected_rewards)`, each `(B,)`, rewards as in `dpo_loss`.
+    """
+    h, chosen, rejected = _pair_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                                       reference_rejected_logps, reward_diffs=reward_diffs)
+    losses = -F.logsigmoid(beta * h - odpo_offset(reward_diffs, offset_scale))  # (B,)
+    return losses, beta * chosen.detach(), beta * rejected.detach()
+
+
+def soft_label_logits(reward_diffs: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale * R, `(B,)`: the logit of the Bradley-Terry soft label sigmoid(scale * R).
+
+    `scale = inf` is the limit: +inf for R > 0 (label 1), -inf for R < 0 (label 0), and 0 for R = 0
+    (label 1/2, as for every scale), so inf * 0 never makes a NaN.
+    """
+    return torch.where(reward_diffs == 0, torch.zeros_like(reward_diffs), scale * reward_diffs)  # (B,)
+
+
+def _bernoulli_cross_entropy(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """-[p log q + (1 - p) log(1 - q)] with p = sigmoid(target_logits), q = sigmoid(logits), `(B,)`.
+
+    Written with xlogy-style zeros so p = 1 (target logit +inf) gives exactly -log q, not 0 * -inf.
+    """
+    p, not_p = torch.sigmoid(target_logits), torch.sigmoid(-target_logits)  # (B,); not_p is exact near p = 1
+    return -(torch.where(p > 0, p * F.logsigmoid(logits), 0.0) + torch.where(not_p > 0, not_p * F.logsigmoid(-logits), 0.0))
+
+
+def _bernoulli_entropy(target_logits: torch.Tensor) -> torch.Tensor:
+    """H(p) for p = sigmoid(target_logits), `(B,)`; 0 at p in {0, 1}."""
+    p, not_p = torch.sigmoid(target_logits), torch.sigmoid(-target_logits)
+    return -(torch.xlogy(p, p) + torch.xlogy(not_p, not_p))
+
+
+def mmpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    reward_diffs: torch.Tensor,
+    beta: float = 0.1,
+    gamma: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Margin matching preference optimisation (MMPO; Kim et al., Findings EMNLP 2024, arXiv 2410.03145, Sec. 3).
+
+    Log-probs and `reward_diffs` R are `(B,)`; h as in `dpo_loss`.
+
+        p      = sigmoid(gamma * R)                                   soft Bradley-Terry label
+        losses = -[p * log sigmoid(beta * h) + (1 - p) * log sigmoid(-beta * h)]
+
+    A pair's label says how surely chosen beats rejected; R <= 0 gives p <= 1/2 (the scorer's doubt
+    is trusted). gamma = inf gives p = 1 for every R > 0: DPO exactly on pairs the scorer agrees with.
+    A constant p = 1 - eps is cDPO with label_smoothing eps.
+    Returns `(losses, chosen_rewards, rejected_rewards)`, each `(B,)`, rewards as in `dpo_loss`.
+    """
+    h, chosen, rejected = _pair_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                                       reference_rejected_logps, reward_diffs=reward_diffs)
+    losses = _bernoulli_cross_entropy(soft_label_logits(reward_diffs, gamma), beta * h)  # (B,)
+    return losses, beta * chosen.detach(), beta * rejected.detach()
+
+
+RPO_VARIANTS = ("sq", "bwd_kl", "fwd_kl")
+
+
+def rpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    reward_diffs: torch.Tensor,
+    beta: float = 0.1,
+    eta: float = 1.0,
+    variant: str = "bwd_kl",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reward-aware preference optimisation / reward distillation (RPO; Sun et al. 2025, arXiv 2502.00203,
+    Sec. 3; Fisch et al., TMLR 2025): fit the implicit reward gap beta * h to the explicit one eta * R.
+
+    Log-probs and `reward_diffs` R are `(B,)`; h as in `dpo_loss`. With z = beta * h, t = eta * R:
+
+        sq:      losses = (z - t) ** 2
+        bwd_kl:  losses = KL(Bern(sigmoid(t)) || Bern(sigmoid(z)))
+                        = -[p log sigmoid(z) + (1 - p) log sigmoid(-z)] - H(p),   p = sigmoid(t)
+        fwd_kl:  losses = KL(Bern(sigmoid(z)) || Bern(sigmoid(t)))
+
+    The variant names follow NeMo-Aligner's `rpo_sq`, `rpo_bwd_kl`, `rpo_fwd_kl` (bwd: the target's
+    distribution comes first). bwd_kl differs from `mmpo_loss` with gamma = eta only by H(p), which does
+    not depend on the policy: the same gradients, a loss that reaches 0 at the target. With eta = inf
+    and R > 0, p = 1 and bwd_kl is DPO exactly; sq and fwd_kl need a finite target and have no DPO limit.
+    Returns `(losses, chosen_rewards, rejected_rewards)`, each `(B,)`, rewards as in `dpo_loss`.
+    """
+    if variant not in RPO_VARIANTS:
+        raise ValueError(f"RPO variant {variant!r}: choose one of {RPO_VARIANTS}")
+    h, chosen, rejected = _pair_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                                       reference_rejected_logps, reward_diffs=reward_diffs)
+    z = beta * h  # (B,) implicit reward gap
+    t = soft_label_logits(reward_diffs, eta)  # (B,) explicit reward gap eta * R
+    if variant == "sq":
+        losses = (z - t) ** 2  # (B,)
+    elif variant == "bwd_kl":
+        losses = _bernoulli_cross_entropy(t, z) - _bernoulli_entropy(t)  # (B,)
+    else:
+        q = torch.sigmoid(z)  # (B,) the policy's preference probability
+        losses = q * (F.logsigmoid(z) - F.logsigmoid(t)) + torch.sigmoid(-z) * (F.logsigmoid(-z) - F.logsigmoid(-t))  # (B,)
+    return losses, beta * chosen.detach(), beta * rejected.detach()
 
 
 def simpo_loss(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 # Per-row scalars that ride along with each example, if present in the features.
-ROW_FLOATS = ("rdo_weight", "ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
+ROW_FLOATS = ("rdo_weight", "reward_diff", "ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
 
 
 def pad_sequences(seqs: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

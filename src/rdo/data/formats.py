@@ -59,13 +59,20 @@ def kind_of(fmt: str) -> str:
 class Normaliser:
     """Turns raw rows of one format into canonical records, raising `DataError` on bad rows."""
 
-    def __init__(self, source: str, fmt: str, tokenizer=None, coef_column: str | None = None):
+    def __init__(self, source: str, fmt: str, tokenizer=None, coef_column: str | None = None,
+                 score_columns: tuple[str, str] | None = None):
         if fmt == "conversational" and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
             raise ValueError(
                 f"{source}: conversational rows need a tokenizer with a chat template to render them; "
                 "the model's tokenizer has none. Set one (tokenizer.chat_template) or convert the data to strings."
             )
+        if score_columns is not None and kind_of(fmt) != "pair":
+            raise ValueError(f"{source}: {fmt} rows are not pairs; R from two score columns {list(score_columns)} needs "
+                             "prompt/chosen/rejected rows" + (" (ranked rows take R from their own `scores`)" if fmt == "ranked" else ""))
+        if score_columns is not None and coef_column is None:
+            raise ValueError("score_columns give R, so they need the coefficient column to put it in")
         self.source, self.fmt, self.tokenizer, self.coef_column = source, fmt, tokenizer, coef_column
+        self.score_columns = score_columns
 
     def __call__(self, row: int, raw: dict) -> dict:
         out = {k: v for k, v in raw.items()}  # pass-through columns stay untouched
@@ -88,7 +95,9 @@ class Normaliser:
             out["prompt"] = self._prompt_only(row, raw)
         if self.fmt in ("standard", "conversational", "hh") and out["chosen"] == out["rejected"]:
             raise DataError(self.source, row, "rejected", "identical to 'chosen'; a pair needs two different responses", SKIP_HINT)
-        if self.coef_column is not None:
+        if self.score_columns is not None:
+            out[self.coef_column] = self._score_difference(row, raw)
+        elif self.coef_column is not None:
             self._check_coef(row, raw)
         return out
 
@@ -118,7 +127,8 @@ class Normaliser:
             if self.fmt == "ranked":  # R then comes from the reward model's scores: R_ij = s_j - s_i
                 return
             fix = ("; or train the plain method with --alpha 0, or score the pairs the rows came from with `rdo score` "
-                   "and train KTO on the scored pairs" if self.fmt == "unpaired" else "; or score the data with `rdo score`")
+                   "and train KTO on the scored pairs" if self.fmt == "unpaired" else "; or score the data with `rdo score`, "
+                   "or take R from the data's own scores with --score_chosen_column / --score_rejected_column")
             raise DataError(self.source, row, self.coef_column, "missing coefficient", SKIP_HINT + fix)
         if self.fmt == "ranked":  # one R per ordered pair: a K x K matrix, [i][j] = R for "j beats i"
             k = len(raw["responses"])
@@ -135,6 +145,23 @@ class Normaliser:
                 raise DataError(self.source, row, self.coef_column, f"expected a number, got {v!r}", SKIP_HINT, reason="expected a number")
             if not math.isfinite(v):
                 raise DataError(self.source, row, self.coef_column, f"coefficient is {v}", SKIP_HINT)
+
+    def _score_difference(self, row: int, raw: dict) -> float:
+        """R = the chosen response's score - the rejected one's, from the row's two score columns."""
+        if self.coef_column in raw:
+            raise DataError(self.source, row, self.coef_column,
+                            f"present, but R is taken from the score columns {list(self.score_columns)}; R must come from one source",
+                            "Drop --score_chosen_column / --score_rejected_column to use this column, or remove it from the data")
+        scores = []
+        for col in self.score_columns:
+            v = raw.get(col)
+            if v is None:
+                raise DataError(self.source, row, col, "missing score", SKIP_HINT + "; or name the data's score columns with "
+                                "--score_chosen_column / --score_rejected_column", reason="missing score")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise DataError(self.source, row, col, f"expected a finite number, got {v!r}", SKIP_HINT, reason="expected a finite number")
+            scores.append(float(v))
+        return scores[0] - scores[1]
 
     # -- formats ------------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ def load_records(
     split: str = "train",
     tokenizer=None,
     coef_column: str | None = None,
+    score_columns: tuple[str, str] | None = None,
     skip_invalid: bool = False,
     prompt_only: bool = False,
     dedupe_ids: bool = False,
@@ -61,6 +62,7 @@ def load_records(
 
     `coef_column` names a column every row must carry as a finite number (None: not required);
     ranked rows carry it as a K x K matrix, or leave it out so R comes from their scores.
+    `score_columns` (chosen's, rejected's) instead fill `coef_column` of pair rows with their difference.
     Bad rows raise `DataError` (file, row, field) unless `skip_invalid`, which counts them instead.
     `prompt_only` also accepts rows with just a prompt (kind "prompt"; for commands that need no response).
     Two rows with the same `id_column` value are an error naming both rows (even with `skip_invalid`:
@@ -104,7 +106,7 @@ def load_records(
             except ValueError as e:
                 undetected.append((row, raw, str(e)))
                 continue
-            normalise = Normaliser(source, fmt, tokenizer=tokenizer, coef_column=coef_column)
+            normalise = Normaliser(source, fmt, tokenizer=tokenizer, coef_column=coef_column, score_columns=score_columns)
             for early_row, early_raw, _ in undetected:
                 take(early_row, early_raw)
         take(row, raw)

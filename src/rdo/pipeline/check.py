@@ -81,8 +81,14 @@ def _kind_problem(stage: Stage, kind: str) -> str | None:
         method = get_method(uses["method"])
         if kind not in method.data_kinds:
             return f"--method {method.name} needs {' or '.join(method.data_kinds)} rows, but data {uses['data']!r} holds {kind} rows"
-        if uses.get("scorer") == "data" and kind != "ranked":
-            return f"scorer 'data' takes R from the scores of ranked rows, but data {uses['data']!r} holds {kind} rows; score it with a reward or difference model"
+        has_columns = "score_chosen_column" in stage.values
+        if uses.get("scorer") == "data" and kind == "pair" and not has_columns:
+            return (f"scorer 'data' on the pair rows of data {uses['data']!r} takes R from two score columns: set align.score_columns: "
+                    "[<chosen's score>, <rejected's score>] (e.g. [score_chosen, score_rejected]), or score the pairs with a reward or difference model")
+        if uses.get("scorer") == "data" and kind == "ranked" and has_columns:
+            return f"align.score_columns is for pair rows; the ranked rows of data {uses['data']!r} give R from their own `scores`: drop it"
+        if uses.get("scorer") == "data" and kind == "unpaired":
+            return f"scorer 'data' takes R from the data's scores, but data {uses['data']!r} holds unpaired rows; score the pairs they came from"
     elif "needs" in uses and kind not in uses["needs"]:
         return f"`rdo {stage.command}` needs {' or '.join(uses['needs'])} rows, but data {uses['data']!r} holds {kind} rows"
     return None

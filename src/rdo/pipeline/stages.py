@@ -209,7 +209,12 @@ class Builder:
             self.add(f"eval_accuracy_{name}", "eval accuracy", values, [folder, data], [out], ev.get("args"), data=data_name, needs=("pair", "ranked"))
 
     def _align(self, scored: dict[str, str]) -> list[tuple[str, str, float, str | None]]:
-        """One stage per (method, α, scorer); α = 0 is the plain method, run once per method. Returns (stage, method, α, scorer)."""
+        """One stage per (method, α, scorer); α = 0 is the plain method, run once per method, except for methods whose
+        loss reads R (odpo, mmpo, rpo), which need a scorer at every α. Returns (stage, method, α, scorer).
+
+        Scorer `data` takes R from the data itself: ranked rows' `scores`, or for pairs the two columns
+        `align.score_columns: [chosen's, rejected's]` names (e.g. UltraFeedback's score_chosen, score_rejected).
+        """
         align = self.section("align")
         if not align:
             return []
@@ -218,14 +223,19 @@ class Builder:
         methods, alphas = align.get("methods", ["dpo"]), align.get("alphas", [0.0])
         scorers = align.get("scorers", [])
         if any(a != 0 for a in alphas) and not scorers:
-            raise ValueError(f"{self.source}: align.alphas has α > 0 but align.scorers is empty; name the scorer(s) whose R weights the loss (or 'data' for ranked rows' own scores)")
+            raise ValueError(f"{self.source}: align.alphas has α > 0 but align.scorers is empty; name the scorer(s) whose R weights the loss (or 'data' for the data's own scores)")
+        if not scorers and (r_methods := [m for m in methods if _reads_reward_diff(m)]):
+            raise ValueError(f"{self.source}: align.methods {r_methods} read R in their loss at every α, but align.scorers is empty; name the scorer(s) whose R they read (or 'data')")
+        score_columns = align.get("score_columns")
+        if score_columns is not None and not (isinstance(score_columns, list) and len(score_columns) == 2 and all(isinstance(c, str) for c in score_columns)):
+            raise ValueError(f"{self.source}: align.score_columns must name two columns, [chosen's score, rejected's score], got {score_columns!r}")
         out = []
         for method in methods:
             check_name(f"{self.source}: align.methods", method)
             for alpha in alphas:
                 if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
                     raise ValueError(f"{self.source}: align.alphas: {alpha!r} is not a number")
-                for scorer in ([None] if alpha == 0 else scorers):
+                for scorer in ([None] if alpha == 0 and not _reads_reward_diff(method) else scorers):
                     name = f"align_{method}_a{alpha:g}" + (f"_{scorer}" if scorer else "")
                     source = data if scorer in (None, "data") else scored[scorer]
                     folder = str(self.run / name / "model")
@@ -233,6 +243,8 @@ class Builder:
                         "model_name_or_path": self.model, "dataset_name": source, "method": method, "alpha": float(alpha),
                         "output_dir": folder,
                     }
+                    if scorer == "data" and score_columns:  # pairs: R = the data's chosen score - its rejected score
+                        values["score_chosen_column"], values["score_rejected_column"] = score_columns
                     if _needs_reference(method):
                         values["ref_cache_dir"] = str(self.run / "ref_cache")  # one cache for the whole sweep
                     inputs = [source, self.model]
@@ -284,9 +296,9 @@ class Builder:
         if not ev or not generations:
             return
         pairs = ev.get("pairs", "auto")
-        if pairs == "auto":  # every +rc policy against the plain one of its method
-            plain = {m: n for n, m, a, _ in aligned if a == 0}
-            pairs = [[n, plain[m]] for n, m, a, _ in aligned if a != 0 and m in plain]
+        if pairs == "auto":  # every +rc policy against the plain one of its method; a method reading R (no plain run) against plain DPO
+            plain = {m: n for n, m, a, sc in aligned if a == 0 and sc is None}
+            pairs = [[n, plain.get(m, plain.get("dpo"))] for n, m, a, sc in aligned if sc is not None and plain.get(m, plain.get("dpo"))]
         for pair in pairs:
             if not (isinstance(pair, list) and len(pair) == 2 and all(p in generations for p in pair)):
                 raise ValueError(f"{self.source}: eval_judge.pairs: {pair!r} must name two generated models from {sorted(generations)}")
@@ -299,6 +311,16 @@ class Builder:
             if "cache_dir" in args:
                 raise ValueError(f"{self.source}: eval_judge: cache_dir is set by the pipeline (one cache in the run folder)")
             self.add(name, "eval judge", values, [generations[a], generations[b]], [out], args)
+
+
+def _reads_reward_diff(method: str) -> bool:
+    """Whether `rdo align --method` reads R in its loss (at every α), so that even α = 0 needs a scorer."""
+    from rdo.core.methods import get_method
+
+    try:
+        return get_method(method).reads_reward_diff
+    except (KeyError, ValueError):  # an unknown method is reported by the align config's own check
+        return False
 
 
 def _needs_reference(method: str) -> bool:

@@ -9,6 +9,9 @@ Output columns (every input column is kept unchanged):
           `--rank_with difference|reward` `scores` is rewritten by the scorer's ranking and the
           original kept as `scores_original`.
 - `--folds K`: `rdo_fold`, the fold whose model scored the row (cross-fitting: rdo.score.crossfit).
+- `--weight_column NAME`: the final training weight, R^α after the R <= 0 policy and normalisation over
+          the written rows (rdo.core.coefficients, as `rdo align` computes it from the same rows); 0 marks a
+          pair `--coef_nonpositive drop` removes. Ranked rows get a K x K list, nonzero where RRHF ranks.
 
 R is the raw difference: α, R <= 0 handling and normalisation are applied by `rdo align`, so an α
 sweep never rescores. A difference model gives, by default, the antisymmetrised
@@ -203,8 +206,8 @@ def manifest_of(cfg: ScoreConfig, scorer_key: str, data_key: str, lengths: tuple
     is computed (symmetrize, the f(x, y, y) rows), the effective truncation, the weights dtype, and
     with --folds the split (folds, seed) and every fold model's key. Not keyed, because they change
     only speed or presentation: batch_size, max_batch_tokens and shard_size (resume is per row),
-    device, rank_with (applied to the stored R when the output is assembled), skip_invalid (the
-    rows it leaves are in the data key), keep_shards.
+    device, rank_with and weight_column with its --alpha / --coef_* (applied to the stored R when the
+    output is assembled), skip_invalid (the rows it leaves are in the data key), keep_shards.
     """
     out = {"scorer": scorer_key, "data": data_key, "symmetrize": cfg.symmetrize, "dup_check_rows": cfg.dup_check_rows,
            "max_length": lengths[0], "max_prompt_length": lengths[1], "torch_dtype": cfg.torch_dtype}
@@ -365,6 +368,7 @@ def finalise(cfg: ScoreConfig, output: Path, shards: Shards, recs, loaded, score
             diffs += [R[i][j] for i in range(len(s)) for j in range(len(s)) if s[j] > s[i]]
     if not rows:
         raise ValueError(f"{cfg.dataset_name}: every row was skipped: {skipped}")
+    weight_stats = add_weights(cfg, rows, loaded.kind) if cfg.weight_column else None
     with atomic.atomic_path(output) as tmp:
         if output.suffix == ".parquet":
             from datasets import Dataset
@@ -374,7 +378,30 @@ def finalise(cfg: ScoreConfig, output: Path, shards: Shards, recs, loaded, score
             with tmp.open("w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return summarise(cfg, scorer_kind, rows, diffs, diags, loaded, skipped)
+    summary = summarise(cfg, scorer_kind, rows, diffs, diags, loaded, skipped)
+    if weight_stats is not None:
+        summary["weights"] = {"column": cfg.weight_column, **weight_stats}
+    return summary
+
+
+def add_weights(cfg: ScoreConfig, rows: list[dict], kind: str) -> dict:
+    """Write each row's training weight into `cfg.weight_column`, by the one coefficient policy; returns its stats.
+
+    The policy sees the written rows' R over the whole file, as `rdo align` does when it trains on this output.
+    """
+    from rdo.core.coefficients import format_stats, ranked_weights
+
+    policy = cfg.policy
+    if kind == "pair":
+        weights, _, stats = policy.weights([row["rdo_reward_diff"] for row in rows])
+        for row, w in zip(rows, weights.tolist()):
+            row[cfg.weight_column] = w
+    else:
+        weights, _, stats = ranked_weights(policy, [row["scores"] for row in rows], [row["rdo_reward_diff"] for row in rows])
+        for row, w in zip(rows, weights):
+            row[cfg.weight_column] = w
+    log.info("%s: %s", cfg.weight_column, format_stats(stats))
+    return stats
 
 
 def summarise(cfg, scorer_kind, rows, diffs, diags, loaded, skipped) -> dict:
@@ -412,6 +439,11 @@ def format_summary(s: dict) -> str:
              f"  R mean [q05, median, q95]       {num(s['reward_diff']['mean'])} [{num(s['reward_diff']['q05'])}, "
              f"{num(s['reward_diff']['median'])}, {num(s['reward_diff']['q95'])}]",
              f"  agree with the data's labels    {num(s['frac_agree_with_labels'])}"]
+    if "weights" in s:
+        w, p = s["weights"], s["weights"]["policy"]
+        lines.append(f"  {w['column']} (alpha={p['alpha']} {p['nonpositive']} {p['normalize']})".ljust(34)
+                     + f"mean {num(w['weight']['mean'])} [min {num(w['weight']['q00'])}, max {num(w['weight']['q100'])}], "
+                     f"dropped {w['frac_dropped']:.1%}")
     if s["kind"] == "difference":
         lines += [f"  position consistency            {num(s['position_consistency'])}",
                   f"  mean |f(x,y,y)|                 {num(s['mean_abs_f_dup'])}  (over {s['dup_checked_rows']} rows)"]

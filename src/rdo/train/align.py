@@ -30,13 +30,15 @@ def prepare_features(
     """Load, validate and tokenise the data, then attach each unit's weight. Returns (features, report).
 
     Pairs are converted first when the method trains on another kind (RRHF: ranked, KTO: unpaired).
+    A method that reads R in its loss (ODPO, MMPO, RPO) gets each pair's raw R as `reward_diff`,
+    held-out data included, whatever α is.
     """
     source, split = source or cfg.dataset_name, split or cfg.dataset_split
     policy = cfg.policy if weighted else CoefficientPolicy(alpha=0.0)  # held-out data is evaluated unweighted
-    coef_column = cfg.coef_column if policy.alpha != 0 else None
+    coef_column = cfg.coef_column if policy.alpha != 0 or method.reads_reward_diff else None
     loaded = load_records(
-        source, split=split, tokenizer=tokenizer,
-        coef_column=coef_column, skip_invalid=cfg.skip_invalid, dedupe_ids=cfg.dedupe_ids,
+        source, split=split, tokenizer=tokenizer, coef_column=coef_column,
+        score_columns=cfg.score_columns if coef_column else None, skip_invalid=cfg.skip_invalid, dedupe_ids=cfg.dedupe_ids,
     )
     if loaded.kind not in method.data_kinds:
         raise ValueError(
@@ -64,12 +66,16 @@ def prepare_features(
         reward_diffs = [r[coef_column] for r in sources] if coef_column else None
         weights, keep, stats = policy.weights(reward_diffs, n=len(sources))
         weights, keep = weights.tolist(), keep.tolist()
-    for f, w in zip(features, weights):
+    for f, w, src in zip(features, weights, sources):
         f["rdo_weight"] = w
+        if method.reads_reward_diff:
+            f["reward_diff"] = float(src[coef_column])
     features = [f for f, k in zip(features, keep) if k]
     if method.prepare is not None:
         features = method.prepare(features, cfg)
     report["coefficients"] = stats
+    if cfg.score_columns and coef_column:
+        report["reward_diff_source"] = f"{cfg.score_columns[0]} - {cfg.score_columns[1]}"
     report["rows_trained"] = len(features)
     log.info("%s", format_stats(stats))
     return features, report

@@ -83,7 +83,8 @@ def check_config(checkpoint: str, cfg) -> None:
 
 
 def weights_digest(features: list[dict]) -> str:
-    return digest([[list(row_key(f)), f["rdo_weight"]] for f in features])
+    """Each row's weight and, for a method whose loss reads it (odpo, mmpo, rpo), its raw R."""
+    return digest([[list(row_key(f)), f["rdo_weight"], *([f["reward_diff"]] if "reward_diff" in f else [])] for f in features])
 
 
 def rows_state(features: list[dict], inputs: dict | None = None, reference_key: dict | None = None) -> dict:
@@ -139,7 +140,7 @@ def check_rows(checkpoint: str, state: dict) -> None:
     if saved.get("weights") != state.get("weights"):
         raise ValueError(
             f"{checkpoint}: the coefficient weights of this data ({state['n']} rows) differ from the ones it was trained "
-            f"with ({saved['n']} rows): the data or a --coef_*/--alpha option changed. {fresh}")
+            f"with ({saved['n']} rows), or their R (odpo/mmpo/rpo): the data or a --coef_*/--alpha/--score_* option changed. {fresh}")
     if saved.get("margins") != state.get("margins"):
         raise ValueError(f"{checkpoint}: the rows' margins (--margin_column) differ from the ones it was trained with. {fresh}")
     old_ref, new_ref = saved.get("reference_key"), state.get("reference_key")

@@ -10,9 +10,10 @@ from dataclasses import fields
 from rdo.core.methods.base import Method, StepOutput
 from rdo.core.methods.kto import KTO
 from rdo.core.methods.pairwise import DPO, IPO, SIMPO
+from rdo.core.methods.reward_aware import MMPO, ODPO, RPO
 from rdo.core.methods.rrhf import RRHF
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (DPO, IPO, RRHF, KTO, SIMPO)}
+REGISTRY: dict[str, Method] = {m.name: m for m in (DPO, IPO, RRHF, KTO, SIMPO, ODPO, MMPO, RPO)}
 
 METHOD_OPTIONS = tuple(dict.fromkeys(o for m in REGISTRY.values() for o in m.reads))  # every method-specific option
 

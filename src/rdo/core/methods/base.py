@@ -36,6 +36,7 @@ class Method:
     ref_step: Callable | None = None  # (model, batch) -> {column: (B,)} under inference_mode
     prepare: Callable | None = None  # (features, cfg) -> features: last per-row set-up after weighting
     options: tuple[str, ...] = ()  # the method-specific AlignConfig fields `step` reads; setting any other is refused
+    reads_reward_diff: bool = False  # the loss reads each pair's raw R (batch field `reward_diff`) at every alpha
 
     @property
     def reads(self) -> tuple[str, ...]:
