@@ -88,3 +88,20 @@ def test_frozen_options_refuse_contradictions(tmp_path, common, bad, match):
 def test_train_top_layers_beyond_the_model_is_an_error(tmp_path, common):
     with pytest.raises(ValueError, match="the model has 2 layers"):
         _train("rm", tmp_path / "x", train_top_layers=5, **common)
+
+
+def test_decoder_layers_are_found_by_num_hidden_layers_not_by_length(tiny_model, tokenizer):
+    """A backbone with a ModuleList longer than its layer stack (say 5 experts, 2 layers): the layers
+    are the list of config.num_hidden_layers blocks, and a config matching no list is refused."""
+    from rdo.score.scorers import build_scorer_model, decoder_layers, train_only_top
+
+    model = build_scorer_model(str(tiny_model), tokenizer)
+    model.model.experts = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(5))
+    assert decoder_layers(model) is model.model.layers
+    assert train_only_top(model, 1) == (1, 2)
+    trains = lambda m: {p.requires_grad for p in m.parameters()}  # noqa: E731
+    assert trains(model.model.layers[0]) == {False} and trains(model.model.layers[1]) == {True}
+    assert trains(model.model.embed_tokens) == {False} and trains(model.score) == {True}
+    model.config.num_hidden_layers = 3
+    with pytest.raises(ValueError, match=r"config.num_hidden_layers = 3 blocks; .*layers \(2\), experts \(5\)"):
+        decoder_layers(model)
