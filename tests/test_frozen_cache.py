@@ -56,9 +56,11 @@ def test_cache_frozen_trains_the_same_model(tmp_path, common, kind, frozen, capl
 
 
 def test_cache_replay_bug_is_caught(tiny_model, tmp_path, common, caplog, monkeypatch):
-    """A replay that hands rows the wrong states fails the check and training runs without the cache."""
+    """A replay that hands rows the wrong states fails the check, and training runs without the cache:
+    the weights are those of a plain run (a cache installed anyway would train on neighbours' states)."""
     from rdo.score.frozen_cache import FrozenCache
 
+    plain = _train("rm", tmp_path / "plain", train_top_layers=1, **common)
     real = FrozenCache._replay
 
     def shifted(self, hidden_states, *args, **kwargs):
@@ -67,8 +69,39 @@ def test_cache_replay_bug_is_caught(tiny_model, tmp_path, common, caplog, monkey
 
     monkeypatch.setattr(FrozenCache, "_replay", shifted)
     with caplog.at_level("INFO", logger="rdo"):
-        _train("rm", tmp_path / "bug", freeze_backbone=True, cache_frozen=True, **common)
+        bug = _train("rm", tmp_path / "bug", train_top_layers=1, cache_frozen=True, **common)
     assert "training without the cache" in caplog.text
+    _assert_same_model(tmp_path / "plain", tmp_path / "bug", plain, bug)
+
+
+def test_cache_is_filled_and_checked_in_train_mode(tiny_model, tmp_path, common, caplog, monkeypatch):
+    """Training runs in train mode, so the cached states are train mode's: with a module that differs
+    between the modes (here the embeddings add 1 while training), cached training = plain training.
+    Filled and checked in eval mode, the check passed (eval against eval) and the model trained on other states."""
+    import rdo.score.training as training
+
+    build = training.build_scorer_model
+
+    def with_train_only_shift(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.get_input_embeddings().register_forward_hook(lambda m, i, out: out + 1.0 if m.training else out)
+        return model
+
+    monkeypatch.setattr(training, "build_scorer_model", with_train_only_shift)
+    plain = _train("rm", tmp_path / "plain", train_top_layers=1, **common)
+    with caplog.at_level("INFO", logger="rdo"):
+        cached = _train("rm", tmp_path / "cached", train_top_layers=1, cache_frozen=True, **common)
+    assert "replay checked" in caplog.text and "without the cache" not in caplog.text
+    _assert_same_model(tmp_path / "plain", tmp_path / "cached", plain, cached)
+
+
+def _assert_same_model(dir_a, dir_b, metrics_a, metrics_b):
+    a, b = load_file(dir_a / "model.safetensors"), load_file(dir_b / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    losses = lambda m: [h["loss"] for h in m["log_history"] if "loss" in h]  # noqa: E731
+    assert losses(metrics_b) == pytest.approx(losses(metrics_a), rel=1e-5)
 
 
 @pytest.mark.parametrize("bad, match", [
