@@ -138,3 +138,33 @@ def test_decoder_layers_are_found_by_num_hidden_layers_not_by_length(tiny_model,
     model.config.num_hidden_layers = 3
     with pytest.raises(ValueError, match=r"config.num_hidden_layers = 3 blocks; .*layers \(2\), experts \(5\)"):
         decoder_layers(model)
+
+
+def test_gradient_checkpointing_backward_stops_at_the_trained_layers(tiny_model, tmp_path, common, monkeypatch):
+    """--gradient_checkpointing --train_top_layers 1: no gradient reaches the frozen layer's output (transformers'
+    embedding hook sent the backward through it: 6 arrivals in 6 steps), the trained layer gets one per step, and
+    the weights are those trained without checkpointing."""
+    import rdo.score.training as training
+
+    build, arrivals = training.build_scorer_model, {}
+
+    def counting(*args, **kwargs):
+        model = build(*args, **kwargs)
+        for i, layer in enumerate(model.model.layers):
+            def hook(module, inputs, output, i=i):
+                hidden = output[0] if isinstance(output, tuple) else output
+                if hidden.requires_grad:
+                    hidden.register_hook(lambda g: arrivals.__setitem__(i, arrivals.get(i, 0) + 1))
+            layer.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(training, "build_scorer_model", counting)
+    common = {**common, "num_train_epochs": 2}
+    _train("rm", tmp_path / "plain", train_top_layers=1, **common)
+    arrivals.clear()
+    _train("rm", tmp_path / "ckpt", train_top_layers=1, gradient_checkpointing=True, **common)
+    steps = 2 * 3  # 24 pairs in batches of 8, 2 epochs
+    assert arrivals == {1: steps}
+    a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "ckpt" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)

@@ -205,17 +205,29 @@ class ScorerTrainer(MetricsTrainer):
     head's parameters through the head *modules*, which keep their identity, never by name.
     """
 
-    def __init__(self, *args, step, **kwargs):
+    def __init__(self, *args, step, frozen_lower_layers: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.step = step
         self.head_modules = head_modules(self.model)
+        self.frozen_lower_layers = frozen_lower_layers  # --freeze_backbone / --train_top_layers
         self._batches_trained = 0
 
     # --- the difference collator's random draws, checkpointed so a resumed run draws the same ---
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.frozen_lower_layers and self.args.activation_checkpointing:
+            self._stop_backward_at_trained_layers()
         self._batches_trained += 1
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def _stop_backward_at_trained_layers(self) -> None:
+        """With --gradient_checkpointing, transformers makes the embeddings' output require grad (reentrant
+        checkpointing and frozen-embedding LoRA need it), and the backward pass then runs through every frozen
+        layer. Non-reentrant checkpointing (its default) gets the trained layers' gradients without it, so the
+        hook goes and backward stops at the first trained layer again (tests/test_frozen_cache.py counts it)."""
+        if (self.args.activation_checkpointing_kwargs or {}).get("use_reentrant", False):
+            return  # reentrant: a checkpointed trained layer whose input needs no grad would get no gradient
+        self.model.disable_input_require_grads()  # idempotent: no hooks, nothing to remove
 
     def get_eval_dataloader(self, eval_dataset=None):
         """Evaluation gets its own difference collator: its draws never shift the training batches' ones."""
@@ -353,6 +365,7 @@ def _train(cfg, kind: str) -> dict:
     trainer = ScorerTrainer(
         model=model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(features),
         eval_dataset=Dataset.from_list(eval_features) if eval_features else None, processing_class=tokenizer, step=step,
+        frozen_lower_layers=bool(cfg.freeze_backbone or cfg.train_top_layers),
     )
     if checkpoint:
         trainer.restore_collator(checkpoint)
