@@ -80,9 +80,9 @@ def test_finished_pipeline_layout(finished):
     assert cfg["ref_cache_dir"] == str(run / "ref_cache") and len(list((run / "ref_cache").glob("*.pt"))) == 1
     # the report stage read the run it ends: 5 training runs, 2 scored sets, 1 accuracy, the stage times
     pngs = sorted(p.name for p in (run / "report").glob("*.png"))
-    assert pngs == ["accuracy_by_confidence.png", "coefficients.png", "stage_times.png", "training_curves.png"]
+    assert pngs == ["accuracy_by_confidence.png", "coefficients.png", "scorer_training_curves.png", "stage_times.png", "training_curves.png"]
     html = (run / "report" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "align_dpo_a0.5_difference" in html and "No judge.json" in html
+    assert html.count("data:image/png;base64,") == 5 and "align_dpo_a0.5_difference" in html and "No judge.json" in html
     from rdo.cli import main  # the stage's config.yaml is what `rdo <command> --config` takes by hand
     assert main(["eval", "accuracy", "--config", str(run / "eval_accuracy_reward" / "config.yaml"), "--output", str(tmp / "acc.json")]) == 0
     assert json.loads((tmp / "acc.json").read_text())["accuracy"] == json.loads((run / "eval_accuracy_reward" / "accuracy.json").read_text())["accuracy"]

@@ -587,7 +587,7 @@ class ReportConfig:
 
     run_dir: str | None = arg(None, "Run folder written by `rdo run` (also accepted as the first argument).")
     output_dir: str | None = arg(None, "Where report.html, report.md and the PNGs go (default: RUN_DIR/report).")
-    title: str | None = arg(None, "Page title (default: the run folder's name).")
+    title: str | None = arg(None, "Page title (default: `rdo run` and the pipeline file's name that stages.json records, else the run folder's name).")
 
     def __post_init__(self):
         if not self.run_dir:
