@@ -112,8 +112,14 @@ class ReliabilityArgs:
     save_total_limit: int | None = arg(2, "Keep only the newest N checkpoints.")
 
     def __post_init__(self):
+        from rdo.utils.distributed import check_trainer_launch, zero_stage
+
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} must be >= 1")
+        check_trainer_launch(self.use_cpu)  # before TrainingArguments, which would join the process group
+        if getattr(self, "lora_r", 0) > 0 and zero_stage(self.deepspeed) == 3:
+            raise ValueError("DeepSpeed ZeRO-3 with LoRA (--lora_r): the final merged save hangs (README, known gap); "
+                             "use ZeRO-2 (configs/accelerate/zero2.yaml) for LoRA, or drop --lora_r to train all weights under ZeRO-3.")
         super().__post_init__()
 
 
