@@ -132,6 +132,33 @@ def test_message_list_prompts_reach_the_scorer_through_its_chat_template(trained
     assert res["rewards"][0]["ci95"] is None
 
 
+def test_a_reward_model_without_chat_template_refuses_message_lists(trained_scorers, tmp_path):
+    """rdo train-rm trains such a model on strings only: a message-list prompt is refused (file, row, field),
+    not scored as the policy's rendering in prompt_text; string prompts are scored as before."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rdo.config import EvalRewardConfig
+    from rdo.evaluate.reward import eval_reward
+    from rdo.models import load_tokenizer
+
+    rm = tmp_path / "rm-no-template"
+    shutil.copytree(trained_scorers["rm"], rm, ignore=shutil.ignore_patterns("chat_template.*"))
+    config = json.loads((rm / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (rm / "tokenizer_config.json").write_text(json.dumps(config))
+    model, tok = AutoModelForSequenceClassification.from_pretrained(rm).eval(), load_tokenizer(str(rm))
+    assert not tok.chat_template
+    cfg = dict(scorer=[str(rm)], device="cpu", bootstrap=0, max_length=64, max_prompt_length=40)
+    msgs = [{"role": "user", "content": "q1:"}]
+    rows = [{"rdo_row": 1, "prompt": msgs, "prompt_text": "<|user|>q1:\n<|assistant|>", "response": "abc", "sample_index": 0}]
+    chat = write_jsonl(tmp_path / "chat.jsonl", rows)
+    with pytest.raises(ValueError, match=r"chat.jsonl, row 1, field 'prompt': a message list, and the reward model .*rm-no-template has no chat template"):
+        eval_reward(EvalRewardConfig(generations=[str(chat)], **cfg))
+    plain = write_jsonl(tmp_path / "plain.jsonl", gen_rows([" abc"]))
+    res = eval_reward(EvalRewardConfig(generations=[str(plain)], **cfg))
+    assert res["rewards"][0]["mean"] == pytest.approx(hand_reward(model, tok, "q0:", " abc"), abs=1e-5)
+
+
 def test_help_lists_the_options(capsys):
     for command, flags in ((["generate"], ["--num_return_sequences", "--do_sample", "--num_beam_groups", "--shard_size"]),
                            (["eval", "reward"], ["--generations", "--scorer", "--reward_fn", "--bootstrap"])):

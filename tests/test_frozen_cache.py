@@ -56,9 +56,11 @@ def test_cache_frozen_trains_the_same_model(tmp_path, common, kind, frozen, capl
 
 
 def test_cache_replay_bug_is_caught(tiny_model, tmp_path, common, caplog, monkeypatch):
-    """A replay that hands rows the wrong states fails the check and training runs without the cache."""
+    """A replay that hands rows the wrong states fails the check, and training runs without the cache:
+    the weights are those of a plain run (a cache installed anyway would train on neighbours' states)."""
     from rdo.score.frozen_cache import FrozenCache
 
+    plain = _train("rm", tmp_path / "plain", train_top_layers=1, **common)
     real = FrozenCache._replay
 
     def shifted(self, hidden_states, *args, **kwargs):
@@ -67,8 +69,39 @@ def test_cache_replay_bug_is_caught(tiny_model, tmp_path, common, caplog, monkey
 
     monkeypatch.setattr(FrozenCache, "_replay", shifted)
     with caplog.at_level("INFO", logger="rdo"):
-        _train("rm", tmp_path / "bug", freeze_backbone=True, cache_frozen=True, **common)
+        bug = _train("rm", tmp_path / "bug", train_top_layers=1, cache_frozen=True, **common)
     assert "training without the cache" in caplog.text
+    _assert_same_model(tmp_path / "plain", tmp_path / "bug", plain, bug)
+
+
+def test_cache_is_filled_and_checked_in_train_mode(tiny_model, tmp_path, common, caplog, monkeypatch):
+    """Training runs in train mode, so the cached states are train mode's: with a module that differs
+    between the modes (here the embeddings add 1 while training), cached training = plain training.
+    Filled and checked in eval mode, the check passed (eval against eval) and the model trained on other states."""
+    import rdo.score.training as training
+
+    build = training.build_scorer_model
+
+    def with_train_only_shift(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.get_input_embeddings().register_forward_hook(lambda m, i, out: out + 1.0 if m.training else out)
+        return model
+
+    monkeypatch.setattr(training, "build_scorer_model", with_train_only_shift)
+    plain = _train("rm", tmp_path / "plain", train_top_layers=1, **common)
+    with caplog.at_level("INFO", logger="rdo"):
+        cached = _train("rm", tmp_path / "cached", train_top_layers=1, cache_frozen=True, **common)
+    assert "replay checked" in caplog.text and "without the cache" not in caplog.text
+    _assert_same_model(tmp_path / "plain", tmp_path / "cached", plain, cached)
+
+
+def _assert_same_model(dir_a, dir_b, metrics_a, metrics_b):
+    a, b = load_file(dir_a / "model.safetensors"), load_file(dir_b / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    losses = lambda m: [h["loss"] for h in m["log_history"] if "loss" in h]  # noqa: E731
+    assert losses(metrics_b) == pytest.approx(losses(metrics_a), rel=1e-5)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -88,3 +121,50 @@ def test_frozen_options_refuse_contradictions(tmp_path, common, bad, match):
 def test_train_top_layers_beyond_the_model_is_an_error(tmp_path, common):
     with pytest.raises(ValueError, match="the model has 2 layers"):
         _train("rm", tmp_path / "x", train_top_layers=5, **common)
+
+
+def test_decoder_layers_are_found_by_num_hidden_layers_not_by_length(tiny_model, tokenizer):
+    """A backbone with a ModuleList longer than its layer stack (say 5 experts, 2 layers): the layers
+    are the list of config.num_hidden_layers blocks, and a config matching no list is refused."""
+    from rdo.score.scorers import build_scorer_model, decoder_layers, train_only_top
+
+    model = build_scorer_model(str(tiny_model), tokenizer)
+    model.model.experts = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(5))
+    assert decoder_layers(model) is model.model.layers
+    assert train_only_top(model, 1) == (1, 2)
+    trains = lambda m: {p.requires_grad for p in m.parameters()}  # noqa: E731
+    assert trains(model.model.layers[0]) == {False} and trains(model.model.layers[1]) == {True}
+    assert trains(model.model.embed_tokens) == {False} and trains(model.score) == {True}
+    model.config.num_hidden_layers = 3
+    with pytest.raises(ValueError, match=r"config.num_hidden_layers = 3 blocks; .*layers \(2\), experts \(5\)"):
+        decoder_layers(model)
+
+
+def test_gradient_checkpointing_backward_stops_at_the_trained_layers(tiny_model, tmp_path, common, monkeypatch):
+    """--gradient_checkpointing --train_top_layers 1: no gradient reaches the frozen layer's output (transformers'
+    embedding hook sent the backward through it: 6 arrivals in 6 steps), the trained layer gets one per step, and
+    the weights are those trained without checkpointing."""
+    import rdo.score.training as training
+
+    build, arrivals = training.build_scorer_model, {}
+
+    def counting(*args, **kwargs):
+        model = build(*args, **kwargs)
+        for i, layer in enumerate(model.model.layers):
+            def hook(module, inputs, output, i=i):
+                hidden = output[0] if isinstance(output, tuple) else output
+                if hidden.requires_grad:
+                    hidden.register_hook(lambda g: arrivals.__setitem__(i, arrivals.get(i, 0) + 1))
+            layer.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(training, "build_scorer_model", counting)
+    common = {**common, "num_train_epochs": 2}
+    _train("rm", tmp_path / "plain", train_top_layers=1, **common)
+    arrivals.clear()
+    _train("rm", tmp_path / "ckpt", train_top_layers=1, gradient_checkpointing=True, **common)
+    steps = 2 * 3  # 24 pairs in batches of 8, 2 epochs
+    assert arrivals == {1: steps}
+    a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "ckpt" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)

@@ -292,3 +292,27 @@ def test_two_processes_write_what_one_process_writes(tiny_model, prompt_file, tm
     assert all(r["shards_written"] for r in ranks)  # both generated a share
     assert sorted(s for r in ranks for s in r["shards_written"]) == [f"chunk-{i:05d}" for i in range(6)]
     assert read(two) == read(one)
+
+
+def test_progress_bar_reports_the_real_elapsed_time_and_rates(tiny_model, prompt_file, tmp_path, capsys):
+    """The bar's elapsed time, seq/s and tok/s come from one clock (tqdm's): mixing time.time with
+    time.perf_counter printed elapsed times of ~500,000 hours and rates of ~10^7 s/seq."""
+    import re
+    import time
+
+    from rdo.config import GenerateConfig
+    from rdo.evaluate.generate import generate_command
+
+    t0 = time.perf_counter()
+    summary = generate_command(GenerateConfig(model_name_or_path=str(tiny_model), dataset_name=str(prompt_file),
+                                              output=str(tmp_path / "gen.jsonl"), max_new_tokens=5, batch_size=2, device="cpu"))
+    wall = time.perf_counter() - t0
+    final = capsys.readouterr().err.split("\r")[-1]  # the closed bar's last state
+    m = re.search(r"6/6 \[([\d:]+)<[^,]*, *([\d.]+)(seq/s|s/seq), tok_per_s=([\d.]+)\]", final)
+    assert m, final
+    elapsed = sum(int(x) * 60**i for i, x in enumerate(reversed(m[1].split(":"))))  # [h:]mm:ss
+    assert elapsed <= wall + 1, final
+    rate = float(m[2]) if m[3] == "seq/s" else 1 / float(m[2])
+    assert rate >= 6 / (wall + 1), final  # at least the 6 prompts over the whole call's time
+    tokens = summary["mean_response_tokens"] * summary["rows_written"]
+    assert tokens > 0 and float(m[4]) >= tokens / (wall + 1), final

@@ -73,6 +73,43 @@ def test_linear_logprobs_gradcheck_with_bias():
         torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-6)
 
 
+def test_gradients_under_bf16_autocast_equal_autograds():
+    """Under bf16 autocast, backward recomputes the logits as the forward made them (bf16), so the
+    gradients are autograd's through the plain log-softmax: the hidden states' equal (1e-5 relative to
+    their max), the weight's and bias's to bf16 rounding (5e-3: autograd rounds its bf16 matmul's result,
+    ours accumulates in fp32). Recomputed in fp32, they were 1.4e-2, 1.3e-2 and 1e-2 off."""
+    g = torch.Generator().manual_seed(0)
+    h0, w0, b0 = torch.randn(24, 64, generator=g) * 3, torch.randn(300, 64, generator=g) / 4, torch.randn(300, generator=g)
+    t, weights = torch.randint(0, 300, (24,), generator=g), torch.randn(24, generator=g)
+
+    def run(fn):
+        h, w, b = (x.clone().requires_grad_() for x in (h0, w0, b0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(h, w, b)
+        (out * weights).sum().backward()  # outside autocast, as Trainer runs it
+        return out.detach(), h.grad, w.grad, b.grad
+
+    plain = run(lambda h, w, b: torch.log_softmax(torch.nn.functional.linear(h, w, b).float(), -1).gather(1, t[:, None]).squeeze(1))
+    ours = run(lambda h, w, b: L.linear_logprobs(h, w, b, t, chunk=7))
+    for name, a, r, rel in zip(("logps", "hidden", "weight", "bias"), ours, plain, (1e-6, 1e-5, 5e-3, 5e-3)):
+        assert (a - r).abs().max() <= rel * r.abs().max(), name
+
+
+def test_one_row_check_runs_without_dropout_and_keeps_the_mode():
+    """A model training with dropout: the chunked/full comparison runs in eval mode (two dropout
+    forwards never agree, so it used to fall back to the full logits), then train mode is back."""
+    model = tiny_llama(260, seed=7)
+    model.config.attention_dropout = 0.5
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = 0.5
+    model.train()
+    model.model.layers[0].eval()  # a mixed state is restored module by module
+    batch = _batch(260, seed=8)
+    L.forward_logps(model, batch)
+    assert L._CHECKED[id(model.get_output_embeddings().weight)] is True
+    assert model.training and model.model.layers[1].training and not model.model.layers[0].training
+
+
 def test_lora_gradients_match():
     peft = pytest.importorskip("peft")
     model = peft.get_peft_model(tiny_llama(260, seed=4), peft.LoraConfig(r=4, target_modules="all-linear"))

@@ -72,6 +72,7 @@ def test_finished_pipeline_layout(finished):
     assert names == ["prepare_train", "prepare_test", "train_reward", "train_difference", "score_reward", "score_difference",
                      "eval_accuracy_reward", "align_dpo_a0", "align_dpo_a0.5_reward", "align_dpo_a0.5_difference", "report"]
     assert all(s["seconds"] > 0 for s in record)
+    assert "<h1>rdo run pipeline.yaml</h1>" in (run / "report" / "report.html").read_text()  # the title names the pipeline file
     st = json.loads((run / "align_dpo_a0.5_difference" / "stage.json").read_text())
     assert st["status"] == "done" and st["command"] == "align" and len(st["key"]) == 64
     cfg = yaml.safe_load((run / "align_dpo_a0.5_difference" / "config.yaml").read_text())
@@ -80,9 +81,9 @@ def test_finished_pipeline_layout(finished):
     assert cfg["ref_cache_dir"] == str(run / "ref_cache") and len(list((run / "ref_cache").glob("*.pt"))) == 1
     # the report stage read the run it ends: 5 training runs, 2 scored sets, 1 accuracy, the stage times
     pngs = sorted(p.name for p in (run / "report").glob("*.png"))
-    assert pngs == ["accuracy_by_confidence.png", "coefficients.png", "stage_times.png", "training_curves.png"]
+    assert pngs == ["accuracy_by_confidence.png", "coefficients.png", "scorer_training_curves.png", "stage_times.png", "training_curves.png"]
     html = (run / "report" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "align_dpo_a0.5_difference" in html and "No judge.json" in html
+    assert html.count("data:image/png;base64,") == 5 and "align_dpo_a0.5_difference" in html and "No judge.json" in html
     from rdo.cli import main  # the stage's config.yaml is what `rdo <command> --config` takes by hand
     assert main(["eval", "accuracy", "--config", str(run / "eval_accuracy_reward" / "config.yaml"), "--output", str(tmp / "acc.json")]) == 0
     assert json.loads((tmp / "acc.json").read_text())["accuracy"] == json.loads((run / "eval_accuracy_reward" / "accuracy.json").read_text())["accuracy"]

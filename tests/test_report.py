@@ -46,7 +46,11 @@ def run_dir(tmp_path_factory, tiny_model) -> Path:
         "judges": [{"model": "judge-1", "base_url": "http://127.0.0.1:1/v1", **rates(0.417, 0.21), "position_consistency": 0.8, "calls": {"ok": 200}},
                    {"model": "judge-2", "base_url": "http://127.0.0.1:2/v1", **rates(0.45, 0.1), "position_consistency": 0.7, "calls": {"ok": 200}}],
         "majority": rates(0.43, 0.17)}))
-    (run / "stages.json").write_text(json.dumps({"stages": [
+    (run / "train_reward" / "model").mkdir(parents=True)  # a scorer's run: hundreds of steps, rdo.json beside it
+    (run / "train_reward" / "model" / "rdo.json").write_text(json.dumps({"kind": "reward"}))
+    (run / "train_reward" / "model" / "train_metrics.json").write_text(json.dumps({"log_history": [
+        {"step": s, "loss": 0.7 - s / 1000, "rewards/accuracies": 0.5 + s / 1000} for s in range(10, 310, 10)]}))
+    (run / "stages.json").write_text(json.dumps({"pipeline": "/somewhere/configs/hh_dpo.yaml", "stages": [
         {"name": "score_reward", "command": "score", "status": "done", "seconds": 12.5},
         {"name": "align_dpo_a0.5_reward", "command": "align", "status": "done", "seconds": 61.0},
         {"name": "eval_reward", "command": "eval reward", "status": "done", "seconds": 3.2}]}))
@@ -57,18 +61,31 @@ def embedded_pngs(html: str) -> list[bytes]:
     return [base64.b64decode(m) for m in re.findall(r"<img[^>]*src='data:image/png;base64,([^']+)'", html)]
 
 
-def test_report_embeds_every_plot(run_dir, tmp_path):
+def test_report_embeds_every_plot(run_dir, tmp_path, monkeypatch):
     import matplotlib.image
 
     from rdo.config import ReportConfig
-    from rdo.pipeline.report import report
+    from rdo.pipeline.report import Page, report
 
+    steps = {}  # figure name -> the largest step on its x axes
+    figure = Page.figure
+
+    def record(self, fig, name, caption):
+        steps[name] = max(ax.get_xlim()[1] for ax in fig.axes)
+        figure(self, fig, name, caption)
+
+    monkeypatch.setattr(Page, "figure", record)
     out = report(ReportConfig(run_dir=str(run_dir), output_dir=str(tmp_path / "rep")))
     html = Path(out["html"]).read_text()
     pngs = embedded_pngs(html)
     names = sorted(Path(p).stem for p in out["images"])
-    assert names == ["accuracy_by_confidence", "coefficients", "judge_eval_judge_rc_vs_plain", "rewards", "stage_times", "training_curves"]
-    assert len(pngs) == html.count("<img") == 6
+    assert names == ["accuracy_by_confidence", "coefficients", "judge_eval_judge_rc_vs_plain", "rewards", "scorer_training_curves",
+                     "stage_times", "training_curves"]
+    assert len(pngs) == html.count("<img") == 7
+    # the policy's 3 steps and the scorer's 300 each on their own axes
+    assert steps["training_curves"] < 4 and 300 <= steps["scorer_training_curves"] < 330
+    # the title names the pipeline file stages.json records, not the run folder ("rdo run run")
+    assert "<h1>rdo run hh_dpo.yaml</h1>" in html
     for png, path in zip(pngs, out["images"]):
         assert png == Path(path).read_bytes()  # the saved PNG is the embedded one
         img = matplotlib.image.imread(io.BytesIO(png), format="png")
@@ -78,7 +95,8 @@ def test_report_embeds_every_plot(run_dir, tmp_path):
     clipped = metrics["data"]["coefficients"]["frac_raised_to_floor"]
     assert "0.073" in html and "[0.010, 0.120]" in html and "0.210" in html and f"{clipped:.3f}" in html
     md = Path(out["markdown"]).read_text()
-    assert md.count("![") == 6 and "| judge-2 |" in md and "| align_dpo_a0.5_reward | 0.50 | clip |" in md
+    assert md.count("![") == 7 and "| judge-2 |" in md and "| align_dpo_a0.5_reward | 0.50 | clip |" in md
+    assert "| train_reward | scorer | 30 | 0.400 | - | 0.800 |" in md and "| align_dpo_a0.5_reward | policy | 3 |" in md
 
 
 def test_absent_inputs_are_notes(tmp_path):
@@ -95,17 +113,24 @@ def test_absent_inputs_are_notes(tmp_path):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium (Debian package chromium) is not installed")
 def test_rendered_page_screenshot(run_dir, tmp_path):
     import matplotlib.image
+    import numpy as np
 
     from rdo.config import ReportConfig
     from rdo.pipeline.report import report
 
     out = report(ReportConfig(run_dir=str(run_dir), output_dir=str(tmp_path / "rep")))
     shot = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1200,3000",
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1200,8000",
                     Path(out["html"]).resolve().as_uri()], check=True, capture_output=True, timeout=120)
     img = matplotlib.image.imread(shot)
-    assert img.shape[:2] == (3000, 1200)
+    assert img.shape[:2] == (8000, 1200)  # the whole page, whatever its length
     rgb = img[..., :3]
     assert rgb.std() > 0.1  # plots and tables, not a blank page
-    # the page's lower third still shows content: the judge bars and the stage-time plot were drawn
-    assert rgb[2000:, :].std() > 0.05 or rgb[1000:2000, :].std() > 0.05
+
+    def rows_with(color: str):  # screenshot rows holding pixels of this colour (bar interiors keep it exactly)
+        target = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)]) / 255
+        return np.nonzero((np.abs(rgb - target) < 0.02).all(-1).any(1))[0]
+
+    # the judge's loss bars (#e76f51, drawn nowhere else) were rendered, and below them the stage-time bars (#457b9d)
+    judge, blue = rows_with("#e76f51"), rows_with("#457b9d")
+    assert len(judge) > 0 and blue.max() > judge.max()

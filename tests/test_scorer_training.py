@@ -125,10 +125,11 @@ def test_train_diff_custom_template_and_eval_dataset(tiny_model, tmp_path):
     out = tmp_path / "diff"
     template = "Q={x} | first={y1} | second={y2}"
     metrics = train("train-diff", tiny_model, train_file, out, "--template", template, "--eval_dataset_name", str(held_out),
-                    "--max_steps", "2", "--per_device_train_batch_size", "4", "--max_length", "128", "--max_prompt_length", "16")
+                    "--max_steps", "2", "--per_device_train_batch_size", "4", "--max_length", "128", "--max_prompt_length", "16",
+                    "--seed", "5")
     assert metrics["data"]["eval"]["pairs"] == 4
     ev = metrics["eval"]
-    assert ev["eval_loss"] > 0 and 0 <= ev["eval_diff/accuracies"] <= 1
+    assert ev["eval_loss"] > 0
     # bce + beta0 dup + beta1 rev is the eval loss (beta0 = beta1 = 0.1), averaged over the same pairs
     assert ev["eval_loss"] == pytest.approx(ev["eval_loss/bce"] + 0.1 * ev["eval_loss/dup"] + 0.1 * ev["eval_loss/rev"], rel=1e-4)
     assert json.loads((out / "rdo.json").read_text())["template"] == template
@@ -136,3 +137,16 @@ def test_train_diff_custom_template_and_eval_dataset(tiny_model, tmp_path):
     enc = scorer.diff_encoder
     ids = enc.assemble(enc.ids("q1:"), enc.ids(" ab"), enc.ids(" wx"))
     assert scorer.tok.decode(ids) == "<s>Q=q1: | first= ab | second= wx</s>"
+    # the eval accuracy, recomputed one pair at a time from the saved model: the eval collator (seeded by
+    # --seed) shows each pair in a random order, label 1 when the chosen response comes first
+    import random
+
+    rng, correct = random.Random(5), []
+    for row in learnable_pairs(4, seed=2):
+        swap = rng.random() < 0.5
+        rng.random()  # the duplicate's draw
+        y1, y2 = (row["rejected"], row["chosen"]) if swap else (row["chosen"], row["rejected"])
+        with torch.no_grad():
+            f = scorer.model(input_ids=torch.tensor([enc.assemble(enc.ids(row["prompt"]), enc.ids(y1), enc.ids(y2))])).logits[0, 0]
+        correct.append(float((f > 0).item() == (not swap)))
+    assert ev["eval_diff/accuracies"] == pytest.approx(sum(correct) / 4)

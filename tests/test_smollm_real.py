@@ -59,7 +59,7 @@ def test_scorer_score_and_dpo_rc_on_smollm2(smollm, tmp_path):
     cpu = dict(use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no", max_length=48, max_prompt_length=16)
 
     # 1. a reward model on the same backbone (frozen; the head alone learns), then `rdo score` with it
-    train_rm(TrainRMConfig(model_name_or_path=str(smollm), dataset_name=str(data), output_dir=str(tmp_path / "rm"),
+    rm = train_rm(TrainRMConfig(model_name_or_path=str(smollm), dataset_name=str(data), output_dir=str(tmp_path / "rm"),
                            freeze_backbone=True, head_learning_rate=1e-2, per_device_train_batch_size=4, max_steps=8,
                            logging_steps=1, lr_scheduler_type="constant", **cpu))
     summary = score(ScoreConfig(scorer=str(tmp_path / "rm"), dataset_name=str(data), output=str(tmp_path / "scored.jsonl"), device="cpu"))
@@ -67,7 +67,12 @@ def test_scorer_score_and_dpo_rc_on_smollm2(smollm, tmp_path):
     assert len(scored) == 4, summary
     for row in scored:
         assert row["rdo_reward_diff"] == pytest.approx(row["rdo_score_chosen"] - row["rdo_score_rejected"], abs=1e-5)
-    assert sum(row["rdo_reward_diff"] > 0 for row in scored) >= 3  # it learnt its training pairs' order
+    # it learnt its training pairs' order: step 1 saw all 4 pairs with the initial head, and the trained head's
+    # Bradley-Terry loss on them, from the scored R, is lower (a head that did not learn, or learnt the
+    # reverse, is not; "3 of 4 pairs with R > 0" also held by chance about a third of the time)
+    bt = torch.nn.functional.softplus(-torch.tensor([row["rdo_reward_diff"] for row in scored])).mean().item()
+    first_loss = next(h["loss"] for h in rm["log_history"] if "loss" in h)
+    assert bt < first_loss / 2  # measured: 0.72 at step 1, 0.005 after 8 steps
 
     # 2. DPO+rc weighted by that scorer's R: the loss pulls chosen up and rejected down, relative to the start
     metrics = align(AlignConfig(model_name_or_path=str(smollm), dataset_name=str(tmp_path / "scored.jsonl"),
@@ -78,4 +83,4 @@ def test_scorer_score_and_dpo_rc_on_smollm2(smollm, tmp_path):
     assert metrics["data"]["coefficients"]["policy"]["alpha"] == 0.5
     before, after = margins(smollm, ROWS), margins(tmp_path / "policy", ROWS)
     assert (after - before).mean() > 0.5  # log-prob margin of chosen over rejected rose (nats, summed over tokens)
-    assert (after > before).sum() >= 3
+    assert (after > before).all()  # every pair's margin rose (measured: by 2.9 to 9.3 nats), not "3 of 4", which chance gives

@@ -167,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         asked = argv[len(lead):len(lead) + 1] in (["-h"], ["--help"])
         return 0 if lead and asked else 2
     config_cls, fn = load(command)
+    from rdo.utils.distributed import check_launch
+
+    try:
+        check_launch(command)  # under torchrun: a one-process command is refused before it runs N times
+    except ValueError as e:
+        print(f"rdo {command}: error: {e}", file=sys.stderr)
+        return 2
     try:
         cfg = parse_config(config_cls, rest, prog=f"rdo {command}", positional=POSITIONAL.get(command))
         fn(cfg)

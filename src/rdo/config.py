@@ -128,10 +128,16 @@ class ReliabilityArgs:
     save_total_limit: int | None = arg(2, "Keep only the newest N checkpoints.")
 
     def __post_init__(self):
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} must be >= 1")
         import torch
 
+        from rdo.utils.distributed import check_trainer_launch, zero_stage
+
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} must be >= 1")
+        check_trainer_launch(self.use_cpu)  # before TrainingArguments, which would join the process group
+        if getattr(self, "lora_r", 0) > 0 and zero_stage(self.deepspeed) == 3:
+            raise ValueError("DeepSpeed ZeRO-3 with LoRA (--lora_r): the final merged save hangs (README, known gap); "
+                             "use ZeRO-2 (configs/accelerate/zero2.yaml) for LoRA, or drop --lora_r to train all weights under ZeRO-3.")
         if not torch.accelerator.is_available():  # pinned memory needs an accelerator; torch warns on every loader
             self.dataloader_pin_memory = False
         super().__post_init__()
@@ -652,7 +658,7 @@ class ReportConfig:
     # a run folder is keyed by what its stages wrote (each stage by its own key), not by its changing bookkeeping
     run_dir: str | None = arg(None, "Run folder written by `rdo run` (also accepted as the first argument).", content="output")
     output_dir: str | None = arg(None, "Where report.html, report.md and the PNGs go (default: RUN_DIR/report).", content="output")
-    title: str | None = arg(None, "Page title (default: the run folder's name).")
+    title: str | None = arg(None, "Page title (default: `rdo run` and the pipeline file's name that stages.json records, else the run folder's name).")
 
     def __post_init__(self):
         if not self.run_dir:

@@ -2,12 +2,15 @@
 
 Records which (row, weight) pairs every rank's loss actually saw, so the test can check that each
 coefficient stayed attached to its own row through the distributed sampler's shuffling and sharding,
-and a checksum of the trained weights, so it can check the ranks stayed in sync.
+and per-parameter checksums of the trained weights with how far they moved from the initial ones, so it
+can check the ranks stayed in sync while training.
 """
 
 import json
 import os
 import sys
+
+from transformers import AutoModelForCausalLM
 
 from rdo.train.align import align
 from rdo.config import AlignConfig
@@ -33,7 +36,10 @@ cfg = AlignConfig(
 )
 align(cfg)
 trained = trainers[0].accelerator.unwrap_model(trainers[0].model)
-checksum = float(sum(p.detach().double().sum() for p in trained.parameters()))
+sums = [float(p.detach().double().sum()) for p in trained.parameters()]  # one per parameter tensor
+initial = AutoModelForCausalLM.from_pretrained(model)
+# how far the least-moved parameter tensor moved: equal checksums on both ranks mean nothing if nothing trained
+least_moved = min(float((a.detach() - b.detach()).abs().max()) for a, b in zip(trained.parameters(), initial.parameters()))
 rank = int(os.environ["RANK"])
 with open(os.path.join(out, f"seen-rank{rank}.json"), "w") as f:
-    json.dump({"rank": rank, "world_size": cfg.world_size, "seen": seen, "checksum": checksum}, f)
+    json.dump({"rank": rank, "world_size": cfg.world_size, "seen": seen, "sums": sums, "least_moved": least_moved}, f)

@@ -35,10 +35,17 @@ class LinearLogProb(torch.autograd.Function):
 
     Forward keeps only the inputs; backward recomputes each chunk's logits, so neither the (N, V)
     logits nor their softmax are ever saved. Gradients: d logp_i / d logits_i = onehot(t_i) - p_i.
+
+    Backward runs under the autocast the forward ran under (what `torch.amp.custom_fwd/custom_bwd`
+    do, here for the inputs' device type rather than one fixed at import): the backward pass runs
+    outside the training step's autocast, and logits recomputed in fp32 would give another softmax
+    than the forward's bf16 logits did.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk: int):
+        dev = hidden.device.type
+        ctx.autocast = dict(device_type=dev, dtype=torch.get_autocast_dtype(dev), enabled=torch.is_autocast_enabled(dev))
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)  # (N,)
         for s in range(0, hidden.shape[0], chunk):
             logits = _logits(hidden[s : s + chunk], weight, bias)  # (C, V) fp32
@@ -49,6 +56,11 @@ class LinearLogProb(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        with torch.autocast(**ctx.autocast):
+            return LinearLogProb._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         hidden, weight, bias, targets = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -186,6 +198,8 @@ def _verified(model, batch: dict) -> bool:
     key = id(weight)
     if key not in _CHECKED:
         one = {k: batch[k][:1] for k in ("input_ids", "attention_mask", "loss_mask")}
+        modes = {m: m.training for m in model.modules()}  # dropout (LoRA's too) off: two random forwards never agree
+        model.eval()
         with torch.no_grad():
             try:
                 a, _ = chunked_logps(model, one)
@@ -194,6 +208,9 @@ def _verified(model, batch: dict) -> bool:
             except Exception as e:  # noqa: BLE001 - any failure means: use the model's own logits
                 log.warning("chunked log-probs unavailable for this model (%s); using its full logits", e)
                 ok = False
+            finally:
+                for m, training in modes.items():
+                    m.training = training
         if not ok:
             log.warning("chunked log-probs differ from the model's own logits on this model; using the full logits")
         _CHECKED[key] = ok

@@ -222,7 +222,7 @@ def _generate_batches(model, prompt_ids, decoding: Decoding, seeds, batch_size: 
         if bar is not None:
             bar.update(len(idx))
             bar.tokens = getattr(bar, "tokens", 0) + sum(len(s) for i in idx for s in out[i])
-            bar.set_postfix(tok_per_s=f"{bar.tokens / max(time.perf_counter() - bar.start_t, 1e-9):.1f}")
+            bar.set_postfix(tok_per_s=f"{bar.tokens / max(bar.format_dict['elapsed'], 1e-9):.1f}")  # tqdm's own clock
     return out
 
 
@@ -353,13 +353,13 @@ def generate_command(cfg: GenerateConfig, on_shard=None) -> dict:
     n = decoding.num_return_sequences
     bar = tqdm(total=sum(len(c) for _, c in todo) * (n if decoding.do_sample else 1), unit="seq",
                desc=f"generate (rank {distributed.rank()})" if distributed.world_size() > 1 else "generate")
-    bar.start_t = time.perf_counter()
+    started = time.perf_counter()  # the summary's clock; the bar keeps tqdm's (overwriting bar.start_t mixed the two)
     for name, chunk in todo:
         shards.write(name, _generate_chunk(model, tok, chunk, decoding, cfg.batch_size, bar))
         if on_shard is not None:
             on_shard(name)
     bar.close()
-    tokens, seconds = getattr(bar, "tokens", 0), time.perf_counter() - bar.start_t
+    tokens, seconds = getattr(bar, "tokens", 0), time.perf_counter() - started
     distributed.barrier()  # every shard is written before the main process merges them
     summary = {"tokens_generated": distributed.gather(tokens), "seconds": max(distributed.gather(seconds))}
     if distributed.is_main():

@@ -9,8 +9,8 @@ Reward sources:
 - `--scorer DIR`: a reward model. A `rdo train-rm` folder (its rdo.json gives the lengths) or any
   AutoModelForSequenceClassification folder with one output. Each (prompt, response) is fed the
   way `rdo train-rm` feeds a pair's response: a string prompt as is, a message-list prompt and
-  the response rendered with the scorer's own chat template; BOS/EOS and truncation by the same
-  rule (rdo.data.tokenize).
+  the response rendered with the scorer's own chat template (refused when it has none, as
+  `rdo train-rm` refuses such rows); BOS/EOS and truncation by the same rule (rdo.data.tokenize).
 - `--reward_fn module:function`: a Python callable f(prompt: str, response: str) -> float; a
   message-list prompt is passed as its rendered `prompt_text`.
 """
@@ -25,6 +25,7 @@ from itertools import combinations
 from pathlib import Path
 
 from rdo.config import EvalRewardConfig
+from rdo.data.chat import has_chat_template
 from rdo.evaluate.stats import bootstrap_ci, paired_bootstrap_ci
 
 log = logging.getLogger("rdo.eval_reward")
@@ -125,12 +126,18 @@ def load_reward_model(cfg: EvalRewardConfig, folder: str):
     return Scorer(model.to(dev).eval(), tok, spec, dev)
 
 
-def scorer_inputs(tok, row: dict) -> tuple[str, str]:
-    """(prompt, response) as `rdo train-rm` reads a pair: message lists through the scorer's chat template."""
+def scorer_inputs(tok, row: dict, path: str = "", folder: str = "") -> tuple[str, str]:
+    """(prompt, response) as `rdo train-rm` reads a pair: message lists through the scorer's chat template.
+
+    A scorer without a chat template never saw a message list in training (`rdo train-rm` refuses them),
+    and the row's `prompt_text` is the *policy's* rendering: refused rather than scored.
+    """
     if isinstance(row["prompt"], str):
         return row["prompt"], row["response"]
-    if not getattr(tok, "chat_template", None):
-        return row.get("prompt_text") or json.dumps(row["prompt"]), row["response"]
+    if not has_chat_template(tok):
+        raise ValueError(f"{path}, row {row['_line']}, field 'prompt': a message list, and the reward model {folder} has no chat "
+                         "template to render it as `rdo train-rm` would (it trains on message lists only through the scorer's "
+                         "own template). Use a reward model with a chat template, or generate from string prompts.")
     prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
     full = tok.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": row["response"]}], tokenize=False)
     if not full.startswith(prompt):
@@ -138,12 +145,12 @@ def scorer_inputs(tok, row: dict) -> tuple[str, str]:
     return prompt, full[len(prompt):]
 
 
-def rewards_from_scorer(scorer, cfg: EvalRewardConfig, path: str, rows: list[dict], bar=None) -> list[float]:
+def rewards_from_scorer(scorer, cfg: EvalRewardConfig, path: str, rows: list[dict], bar=None, scorer_name: str = "") -> list[float]:
     from rdo.score.scoring import score_rows
 
     recs = []
     for row in rows:
-        prompt, response = scorer_inputs(scorer.tok, row)
+        prompt, response = scorer_inputs(scorer.tok, row, path, scorer_name)
         recs.append({"rdo_row": row["_line"], "prompt": prompt, "responses": [response], "scores": [0.0]})
     entries = score_rows(scorer, recs, "ranked", False, set(), cfg.batch_size, bar, path)  # one response per "ranked" row
     for e in entries:
@@ -212,7 +219,7 @@ def eval_reward(cfg: EvalRewardConfig) -> dict:
         scorer = load_reward_model(cfg, folder)
         with tqdm(total=sum(len(rows) for _, _, rows in files), desc=f"reward ({Path(folder).name})", unit="seq") as bar:
             for _, path, rows in files:
-                rewards[path, folder] = rewards_from_scorer(scorer, cfg, path, rows, bar)
+                rewards[path, folder] = rewards_from_scorer(scorer, cfg, path, rows, bar, folder)
         del scorer
 
     sources = [*cfg.scorer, *cfg.reward_fn]

@@ -92,28 +92,39 @@ def _ci(ci) -> str:
 
 # --- sections ---------------------------------------------------------------------------------------
 
-def training_section(page: Page, runs: dict[str, dict], plt):
+SCORER_CURVES = (("loss", "loss"), ("rewards/accuracies", "reward model: batch accuracy"), ("diff/accuracies", "difference model: batch accuracy"))
+
+
+def training_section(page: Page, runs: dict[str, dict], scorers: set[str], plt):
+    """Policy training (align) and scorer training (train-rm / train-diff) in separate figures: a scorer
+    trains for hundreds of steps, a policy for tens, and one shared step axis flattens the policy's curves."""
     page.heading("Training curves")
     if not runs:
         return page.note("No training runs (train_metrics.json with a log_history) in this folder.")
-    present = [(k, label) for k, label in CURVES if any(k in e for m in runs.values() for e in m.get("log_history", []))]
-    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
-    for ax, (key, label) in zip(axes[0], present):
-        for name, m in runs.items():
-            pts = [(e["step"], e[key]) for e in m.get("log_history", []) if key in e and "step" in e]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=name)
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    page.figure(fig, "training_curves", "Training curves per run: " + ", ".join(label for _, label in present))
+    for kind, curves, name, members in (
+            ("policy", CURVES, "training_curves", {n: m for n, m in runs.items() if n not in scorers}),
+            ("scorer", SCORER_CURVES, "scorer_training_curves", {n: m for n, m in runs.items() if n in scorers})):
+        present = [(k, label) for k, label in curves if any(k in e for m in members.values() for e in m.get("log_history", []))]
+        if not present:
+            continue
+        fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
+        for ax, (key, label) in zip(axes[0], present):
+            for run, m in members.items():
+                pts = [(e["step"], e[key]) for e in m.get("log_history", []) if key in e and "step" in e]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", ms=3, label=run)
+            ax.set_title(label)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        page.figure(fig, name, f"{kind.capitalize()} training curves per run: " + ", ".join(label for _, label in present))
     rows = []
     for name, m in runs.items():
         steps = [e for e in m.get("log_history", []) if "loss" in e]
         last = steps[-1] if steps else {}
-        rows.append([name, len(steps), _fmt(last.get("loss")), _fmt(last.get("rewards/margins")), _fmt(last.get("rewards/accuracies"))])
-    page.table(["run", "logged steps", "last loss", "last margin", "last accuracy"], rows)
+        rows.append([name, "scorer" if name in scorers else "policy", len(steps), _fmt(last.get("loss")),
+                     _fmt(last.get("rewards/margins")), _fmt(last.get("rewards/accuracies", last.get("diff/accuracies")))])
+    page.table(["run", "trains", "logged steps", "last loss", "last margin", "last accuracy"], rows)
 
 
 def coefficient_section(page: Page, scored: dict[str, list[float]], coef_stats: dict[str, dict], plt):
@@ -227,11 +238,15 @@ def time_section(page: Page, stages: list[dict], plt):
 # --- the command --------------------------------------------------------------------------------------
 
 def collect(run_dir: Path) -> dict:
-    found = {"runs": {}, "coef_stats": {}, "scored": {}, "accuracy": {}, "reward": None, "judges": {}}
+    from rdo.score.scorers import SPEC_FILE
+
+    found = {"runs": {}, "scorers": set(), "coef_stats": {}, "scored": {}, "accuracy": {}, "reward": None, "judges": {}}
     for folder in stage_folders(run_dir):
         name = folder.name
         if (p := find(folder, "train_metrics.json")) and (m := _json(p)) and "log_history" in m:
             found["runs"][name] = m
+            if (p.parent / SPEC_FILE).is_file():  # rdo train-rm / train-diff save their spec beside the model
+                found["scorers"].add(name)
             coef = (m.get("data") or {}).get("coefficients")
             if coef and coef.get("reward_diff") is not None:
                 found["coef_stats"][name] = coef
@@ -251,7 +266,8 @@ def collect(run_dir: Path) -> dict:
                     values += [float(v) for row in r for v in row if isinstance(v, (int, float)) and v != 0]
             if values:
                 found["scored"][name] = values
-    found["stages"] = (_json(run_dir / "stages.json") or {}).get("stages", [])
+    record = _json(run_dir / "stages.json") or {}
+    found["stages"], found["pipeline"] = record.get("stages", []), record.get("pipeline")
     return found
 
 
@@ -274,9 +290,10 @@ def report(cfg: ReportConfig) -> dict:
     out = Path(cfg.output_dir) if cfg.output_dir else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     found = collect(run_dir)
-    title = cfg.title or f"rdo run {run_dir.resolve().name}"
+    # the pipeline file names the experiment (run folders are often just `run`); by hand, the folder does
+    title = cfg.title or f"rdo run {Path(found['pipeline']).name if found['pipeline'] else run_dir.resolve().name}"
     page = Page(out)
-    training_section(page, found["runs"], plt)
+    training_section(page, found["runs"], found["scorers"], plt)
     coefficient_section(page, found["scored"], found["coef_stats"], plt)
     accuracy_section(page, found["accuracy"], plt)
     reward_section(page, found["reward"], plt)

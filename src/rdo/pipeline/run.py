@@ -144,7 +144,8 @@ def run(cfg: RunConfig) -> dict:
     record = {s.name: previous.get(s.name, {"name": s.name, "command": s.command, "status": "pending", "seconds": None}) for s in stages}
 
     def save():
-        atomic.write_json(record_path, {"run_dir": str(run_dir), "stages": [record[s.name] for s in stages]})
+        atomic.write_json(record_path, {"run_dir": str(run_dir), "pipeline": str(Path(cfg.pipeline).resolve()),
+                                        "stages": [record[s.name] for s in stages]})
 
     chosen_names = {s.name for s in chosen}
     for i, stage in enumerate(stages, 1):

@@ -255,13 +255,24 @@ def head_modules(model) -> list:
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
-    """The backbone's stack of transformer blocks: its longest ModuleList (Llama `layers`, GPT-2 `h`, ...)."""
+    """The backbone's stack of transformer blocks (Llama `layers`, GPT-2 `h`, ...): the ModuleList whose
+    length is `config.num_hidden_layers`.
+
+    Not simply the longest ModuleList: a mixture-of-experts block with more experts than the model has
+    layers would be taken for the layers, and the wrong parameters frozen. Lists nested in another match
+    (4 layers of 4 experts) are inside the stack, so the outermost match is it; anything else is refused.
+    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(base, base.base_model_prefix)
-    stacks = [m for m in backbone.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
-    if not stacks:
-        raise ValueError(f"{type(backbone).__name__}: found no stack of transformer layers to train the top of")
-    return max(stacks, key=len)
+    n = getattr(base.config, "num_hidden_layers", None)
+    named = {name: m for name, m in backbone.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0}
+    matches = [name for name, m in named.items() if len(m) == n]
+    outer = [name for name in matches if not any(name.startswith(other + ".") for other in matches if other != name)]
+    if len(outer) != 1:
+        lists = ", ".join(f"{name} ({len(m)})" for name, m in list(named.items())[:6]) or "none"
+        raise ValueError(f"{type(backbone).__name__}: --train_top_layers / --cache_frozen need exactly one ModuleList of "
+                         f"config.num_hidden_layers = {n} blocks; its ModuleLists (length): {lists}")
+    return named[outer[0]]
 
 
 def train_only_top(model, n_layers: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ of N processes equals that of one. A single process (no launcher) needs no proce
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence, TypeVar
@@ -36,6 +37,52 @@ def local_rank() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+# --- which commands a launcher may start (torchrun / accelerate launch set WORLD_SIZE > 1) ---------------
+
+TRAINER_COMMANDS = ("align", "train-rm", "train-diff")  # DDP / DeepSpeed / FSDP through the Trainer
+SPLIT_COMMANDS = ("score", "eval accuracy", "generate")  # each process takes its share of shards (below)
+
+
+def check_launch(command: str) -> None:
+    """Under a launcher, a command that neither trains through the Trainer nor splits its work would run
+    once per process, every copy writing the same outputs: refuse it. (Trainer commands are checked by
+    `check_trainer_launch`, which needs their --use_cpu.)"""
+    if world_size() > 1 and command not in TRAINER_COMMANDS + SPLIT_COMMANDS:
+        raise ValueError(f"this command runs in one process, but a launcher started {world_size()} (WORLD_SIZE="
+                         f"{world_size()}): run it without torchrun / accelerate launch.")
+
+
+def check_trainer_launch(use_cpu: bool) -> None:
+    """On a machine without GPUs, transformers runs each launched process as its own single-process training
+    (it only warns) unless --use_cpu is set, so N copies train and write the same --output_dir: refuse."""
+    accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    use_cpu = use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")  # accelerate's use_cpu: true
+    if world_size() > 1 and not use_cpu and not accelerator:
+        raise ValueError(f"a launcher started {world_size()} processes (WORLD_SIZE={world_size()}) on a machine without GPUs: "
+                         "add --use_cpu true to train them as one distributed (gloo) job.")
+
+
+def zero_stage(deepspeed) -> int | None:
+    """The DeepSpeed ZeRO stage a training run will use: from --deepspeed (a JSON file or a dict), else from
+    the config `accelerate launch` passes in the environment; None without DeepSpeed."""
+    config = deepspeed
+    if isinstance(config, str) and config:
+        try:
+            config = json.loads(open(config).read()) if os.path.isfile(config) else json.loads(config)
+        except ValueError:
+            raise ValueError(f"--deepspeed {deepspeed}: not a DeepSpeed JSON file or JSON text") from None
+    if isinstance(config, dict):
+        stage = (config.get("zero_optimization") or {}).get("stage")
+        return int(stage) if isinstance(stage, (int, str)) and str(stage).isdigit() else None
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "")
+        if stage.isdigit():
+            return int(stage)
+        path = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+        return zero_stage(path) if path else None
+    return None
 
 
 def init() -> None:
