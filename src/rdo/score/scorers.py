@@ -244,13 +244,18 @@ def build_scorer_model(name_or_path: str, tokenizer, torch_dtype: str = "auto", 
     return model
 
 
+def backbone_of(model):
+    """(the model under any LoRA wrapper, its transformer backbone): `model.model` for Llama, `.transformer` for GPT-2."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base, getattr(base, base.base_model_prefix)
+
+
 def head_modules(model) -> list:
     """The score head's modules (every child of the model outside its backbone), with or without LoRA.
 
     Module objects, not names: they keep their identity when an engine wraps or renames the model.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, base.base_model_prefix)
+    base, backbone = backbone_of(model)
     return [m for m in base.children() if m is not backbone]
 
 
@@ -262,8 +267,7 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     layers would be taken for the layers, and the wrong parameters frozen. Lists nested in another match
     (4 layers of 4 experts) are inside the stack, so the outermost match is it; anything else is refused.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, base.base_model_prefix)
+    base, backbone = backbone_of(model)
     n = getattr(base.config, "num_hidden_layers", None)
     named = {name: m for name, m in backbone.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0}
     matches = [name for name, m in named.items() if len(m) == n]
@@ -285,8 +289,7 @@ def train_only_top(model, n_layers: int) -> tuple[int, int]:
     layers = decoder_layers(model)
     if not 0 < n_layers <= len(layers):
         raise ValueError(f"--train_top_layers {n_layers}: the model has {len(layers)} layers")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(base, base.base_model_prefix)
+    base, backbone = backbone_of(model)
     frozen = {id(p) for m in layers[: len(layers) - n_layers] for p in m.parameters()}
     frozen |= {id(p) for m in backbone.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     for p in backbone.parameters():

@@ -396,7 +396,7 @@ def frozen_cache(cfg, model, collator, features: list[dict], pad_id: int):
     """
     if not cfg.cache_frozen:
         return None
-    from rdo.train.align import training_autocast
+    from rdo.train.trainer import training_autocast
     from rdo.score.frozen_cache import FrozenCache
 
     total = len(decoder_layers(model))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 
-import torch
 from transformers import set_seed
 
 from rdo.core.coefficients import CoefficientPolicy, format_stats, ranked_weights
@@ -18,6 +16,7 @@ from rdo.data.tokenize import Encoder, encode_records
 from rdo.core.methods import Method, get_method
 from rdo.models import add_lora, disable_dropout, load_causal_lm, load_tokenizer, save_trained
 from rdo.train.reference import default_cache_dir, full_key, load_or_compute
+from rdo.train.trainer import training_autocast
 from rdo.train.resume import check_config, check_rows, find_checkpoint, reference_values, restore_reference, rows_state
 from rdo.utils.content import config_content
 
@@ -210,13 +209,6 @@ def load_model(cfg: AlignConfig, name_or_path: str, revision: str | None = None)
     if cfg.disable_dropout and (n := disable_dropout(model)):
         log.info("%s: turned off %d dropout(s) (--disable_dropout)", name_or_path, n)
     return model
-
-
-def training_autocast(cfg: AlignConfig):
-    """The autocast Trainer wraps each training step in (`--bf16` / `--fp16`), or nothing."""
-    if not (cfg.bf16 or cfg.fp16):
-        return nullcontext()
-    return torch.autocast(device_type=cfg.device.type, dtype=torch.bfloat16 if cfg.bf16 else torch.float16)
 
 
 def save_outputs(cfg: AlignConfig, trainer, tokenizer, report: dict, train_metrics: dict) -> dict:

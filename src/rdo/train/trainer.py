@@ -6,6 +6,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -37,6 +38,14 @@ def check_engine(args, accelerator) -> None:
 
 STAGING = "rdo-checkpoint" + atomic.TMP_TAG + "staging"  # the same name on every rank; clean_leftovers removes it
 
+
+
+def training_autocast(args):
+    """The autocast Trainer wraps each training step in (`--bf16` / `--fp16`), or nothing: what the reference
+    pass and the frozen-layer cache run under, so their values are those the training steps would compute."""
+    if not (args.bf16 or args.fp16):
+        return nullcontext()
+    return torch.autocast(device_type=args.device.type, dtype=torch.bfloat16 if args.bf16 else torch.float16)
 
 class NonFiniteError(ValueError):
     """Too many non-finite steps in a row: training stopped (a ValueError, so the CLI prints one line)."""
