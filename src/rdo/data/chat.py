@@ -58,3 +58,15 @@ def render_prompt(tokenizer, prompt) -> str:
     if not has_chat_template(tokenizer):
         raise ValueError("message-list prompts need a tokenizer with a chat template; this one has none (give string prompts)")
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+def render_response(tokenizer, prompt: list[dict], response: list[dict]) -> tuple[str, str]:
+    """(prompt text with the generation prompt, response text) of a conversation through the chat template:
+    the response is what the template writes after the rendered prompt. A template that renders
+    prompt + response with another prefix than the prompt alone cannot isolate it: ValueError."""
+    text = render_prompt(tokenizer, prompt)
+    full = tokenizer.apply_chat_template(prompt + response, tokenize=False)
+    if not full.startswith(text):
+        raise ValueError("the chat template renders prompt+response with a different prefix than the prompt alone, "
+                         "so the response cannot be isolated")
+    return text, full[len(text):]

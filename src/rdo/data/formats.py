@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rdo.data.chat import render_prompt, render_response
 from rdo.data.errors import SKIP_HINT, DataError
 
 CHAT_KEY = "rdo_chat"  # marks records whose responses the chat template rendered (ends of turns included)
@@ -174,7 +175,7 @@ class Normaliser:
             raise DataError(self.source, row, "prompt", "expected a string or a non-empty list of {role, content} messages", SKIP_HINT)
         if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
             raise DataError(self.source, row, "prompt", "a message list needs a tokenizer with a chat template to render it")
-        return self.tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=True)
+        return render_prompt(self.tokenizer, value)
 
     def _render_conversation(self, row: int, raw: dict) -> dict[str, str]:
         """Render message lists with the chat template; a response is the text after the prompt."""
@@ -189,17 +190,12 @@ class Normaliser:
                 raise DataError(self.source, row, f, "expected a non-empty list of {role, content} messages", SKIP_HINT)
             if f != "prompt" and not any(m["content"].strip() for m in msgs):
                 raise DataError(self.source, row, f, "empty", SKIP_HINT)
-        prompt = tok.apply_chat_template(raw["prompt"], tokenize=False, add_generation_prompt=True)
-        out = {"prompt": prompt}
+        out = {}
         for f in ("chosen", "rejected"):
-            full = tok.apply_chat_template(raw["prompt"] + raw[f], tokenize=False)
-            if not full.startswith(prompt):
-                raise DataError(
-                    self.source, row, f,
-                    "the chat template renders prompt+response with a different prefix than the prompt alone, "
-                    "so the response cannot be isolated",
-                )
-            out[f] = full[len(prompt):]
+            try:
+                out["prompt"], out[f] = render_response(tok, raw["prompt"], raw[f])
+            except ValueError as e:
+                raise DataError(self.source, row, f, str(e)) from None
         return out
 
     def _split_implicit_prompt(self, row: int, raw: dict) -> dict:

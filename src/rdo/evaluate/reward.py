@@ -25,7 +25,7 @@ from itertools import combinations
 from pathlib import Path
 
 from rdo.config import EvalRewardConfig
-from rdo.data.chat import has_chat_template
+from rdo.data.chat import has_chat_template, render_response
 from rdo.evaluate.stats import bootstrap_ci, paired_bootstrap_ci
 
 log = logging.getLogger("rdo.eval_reward")
@@ -138,11 +138,10 @@ def scorer_inputs(tok, row: dict, path: str = "", folder: str = "") -> tuple[str
         raise ValueError(f"{path}, row {row['_line']}, field 'prompt': a message list, and the reward model {folder} has no chat "
                          "template to render it as `rdo train-rm` would (it trains on message lists only through the scorer's "
                          "own template). Use a reward model with a chat template, or generate from string prompts.")
-    prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-    full = tok.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": row["response"]}], tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError(f"row {row['_line']}: the scorer's chat template renders prompt+response with another prefix than the prompt alone")
-    return prompt, full[len(prompt):]
+    try:
+        return render_response(tok, row["prompt"], [{"role": "assistant", "content": row["response"]}])
+    except ValueError as e:
+        raise ValueError(f"{path}, row {row['_line']}: the reward model {folder}: {e}") from None
 
 
 def rewards_from_scorer(scorer, cfg: EvalRewardConfig, path: str, rows: list[dict], bar=None, scorer_name: str = "") -> list[float]:
