@@ -58,16 +58,9 @@ def dpo_loss(
     Returns `(losses, chosen_rewards, rejected_rewards)`, each `(B,)`; rewards are
     `beta * (policy - reference)`, detached.
     """
-    _check_same_shape(
-        1,
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        reference_chosen_logps=reference_chosen_logps,
-        reference_rejected_logps=reference_rejected_logps,
-    )
-    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)
-    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)
-    logits = beta * (chosen_logratios - rejected_logratios)  # (B,)
+    h, chosen_logratios, rejected_logratios = _pair_logits(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)  # (B,) each
+    logits = beta * h  # (B,)
     losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)  # (B,)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
@@ -95,23 +88,13 @@ def ipo_loss(
     Returns `(losses, chosen_rewards, rejected_rewards)`, each `(B,)`; rewards are
     `beta * (policy - reference)` on summed log-probs, detached (as TRL logs them).
     """
-    _check_same_shape(
-        1,
-        policy_chosen_logps=policy_chosen_logps,
-        policy_rejected_logps=policy_rejected_logps,
-        reference_chosen_logps=reference_chosen_logps,
-        reference_rejected_logps=reference_rejected_logps,
-        chosen_lengths=chosen_lengths,
-        rejected_lengths=rejected_lengths,
-    )
-    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)
-    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)
+    h, chosen_logratios, rejected_logratios = _pair_logits(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+        chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)  # (B,) each
     if average_log_ratios:
         chosen_logratios_avg = chosen_logratios / chosen_lengths.to(chosen_logratios.dtype).clamp(min=1)  # (B,)
         rejected_logratios_avg = rejected_logratios / rejected_lengths.to(rejected_logratios.dtype).clamp(min=1)
         h = chosen_logratios_avg - rejected_logratios_avg  # (B,)
-    else:
-        h = chosen_logratios - rejected_logratios  # (B,)
     losses = (h - 1 / (2 * beta)) ** 2  # (B,)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
