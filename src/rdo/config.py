@@ -90,6 +90,13 @@ class TruncationOptions:
 
 
 @dataclass
+class BatchLayoutOptions:
+    """How sequences are laid out in a batch: layouts that give the same numbers as padded rows, with less work."""
+
+    prefix_sharing: bool = arg(True, "Pairs (dpo/ipo/simpo): one [prompt | chosen | rejected] sequence per pair, so the prompt is computed once, for the policy and the reference pass. Exact; checked once per model against padded rows, used where the attention takes the mask (else one warning, then padded rows). --no-prefix-sharing: padded prompt+chosen and prompt+rejected rows.")
+
+
+@dataclass
 class TrainerDefaults:
     """Trainer options whose defaults differ from transformers' (listed before TrainingArguments, so they win)."""
 
@@ -118,7 +125,7 @@ class ReliabilityArgs:
 
 
 @dataclass
-class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
+class AlignConfig(BatchLayoutOptions, TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, ReliabilityArgs, TrainingArguments):
     """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.")

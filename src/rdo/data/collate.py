@@ -10,6 +10,13 @@ Every layout is one stack of right-padded prompt+response sequences for a single
 
 `loss_mask` is 1 exactly on the response tokens (its end — EOS or the chat template's end of
 turn — included), aligned with `input_ids`; log-prob code shifts it by one.
+
+With prefix sharing (`prefix_shared_batch`) a prompt is stored once, followed by all its responses:
+one row `[prompt | chosen | rejected]` per pair. `segment_ids` says which part each token is,
+`position_ids` restart after the prompt for every response, and `response_units` maps each
+response to its row in the layout above, so log-probs come back in the same (2B,) / (sum K,) order.
+The attention mask (each response sees the prompt and itself) is built from these at forward time
+(`rdo.core.prefix`).
 """
 
 from __future__ import annotations
@@ -41,16 +48,53 @@ def prompt_response_batch(prompts: list[list[int]], responses: list[list[int]], 
     return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask}
 
 
-class PairCollator:
-    """Collates encoded pairs into one concatenated [chosen; rejected] batch."""
+def prefix_shared_batch(prompts: list[list[int]], responses: list[list[list[int]]], units: list[list[int]],
+                        pad_id: int, multiple_of: int = 1) -> dict:
+    """One right-padded row per prompt: `[prompt | response_1 | ... | response_k]` (prefix sharing).
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
-        self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+    `units[b][j]` is the output slot of prompt b's j-th response: its row in `prompt_response_batch`'s
+    layout. Besides `input_ids`, `attention_mask` (1 on real tokens) and `loss_mask` (1 on response
+    tokens), all (B, T):
+      position_ids: 0.. over the prompt, then restarting at len(prompt) for every response;
+      segment_ids:  0 on the prompt, j + 1 on response j, -1 on padding;
+    and response_units (B, Kmax): units[b][j], -1 where row b has fewer responses.
+    """
+    seqs = [p + [t for r in rs for t in r] for p, rs in zip(prompts, responses)]
+    ids, attn = pad_sequences(seqs, pad_id, multiple_of)
+    positions = torch.zeros_like(ids)
+    segments = torch.full_like(ids, -1)
+    k_max = max(len(rs) for rs in responses)
+    response_units = torch.full((len(prompts), k_max), -1, dtype=torch.long)  # (B, Kmax)
+    for b, (p, rs) in enumerate(zip(prompts, responses)):
+        n = len(p)
+        positions[b, :n] = torch.arange(n)
+        segments[b, :n] = 0
+        start = n
+        for j, r in enumerate(rs):
+            positions[b, start : start + len(r)] = torch.arange(n, n + len(r))
+            segments[b, start : start + len(r)] = j + 1
+            start += len(r)
+        response_units[b, : len(rs)] = torch.tensor(units[b], dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": (segments > 0).long(), "position_ids": positions,
+            "segment_ids": segments, "response_units": response_units}
+
+
+class PairCollator:
+    """Collates encoded pairs into one concatenated [chosen; rejected] batch, or with `prefix_sharing`
+    into one `[prompt | chosen | rejected]` row per pair whose log-probs come back in the same order."""
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1, prefix_sharing: bool = False):
+        self.pad_id, self.multiple_of, self.prefix_sharing = pad_id, pad_to_multiple_of, prefix_sharing
 
     def __call__(self, features: list[dict]) -> dict:
         prompts = [f["prompt_ids"] for f in features]
-        responses = [f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features]
-        batch = prompt_response_batch(prompts + prompts, responses, self.pad_id, self.multiple_of)
+        if self.prefix_sharing:
+            n = len(features)
+            batch = prefix_shared_batch(prompts, [[f["chosen_ids"], f["rejected_ids"]] for f in features],
+                                        [[b, n + b] for b in range(n)], self.pad_id, self.multiple_of)
+        else:
+            responses = [f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features]
+            batch = prompt_response_batch(prompts + prompts, responses, self.pad_id, self.multiple_of)
         batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features], dtype=torch.long)  # (B,)
         for key in ROW_FLOATS:
             if key in features[0]:
