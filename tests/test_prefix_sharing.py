@@ -106,6 +106,27 @@ def test_attention_and_read_out_literal():
     assert r["units"].tolist() == [0, 0, 1]
 
 
+def test_ranked_layout_literal_and_values():
+    """RRHF: one [prompt | y_1 | ... | y_K] row per prompt, log-probs in the padded (sum K,) order."""
+    from rdo.data.collate import RankedCollator
+    from rdo.tiny import tiny_llama
+
+    features = [{"prompt_ids": [5, 6], "responses_ids": [[7], [8, 9], [10]], "scores": [1.0, 2.0, 0.0], "rdo_row": 0},
+                {"prompt_ids": [11, 12, 13], "responses_ids": [[14, 15], [16]], "scores": [0.0, 1.0], "rdo_row": 1}]
+    shared = RankedCollator(0, prefix_sharing=True)(features)
+    assert shared["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]]
+    assert shared["position_ids"].tolist() == [[0, 1, 2, 2, 3, 2], [0, 1, 2, 3, 4, 3]]
+    assert shared["response_units"].tolist() == [[0, 1, 2], [3, 4, -1]]
+    padded = RankedCollator(0)(features)
+    assert torch.equal(shared["response_mask"], padded["response_mask"]) and torch.equal(shared["scores"], padded["scores"])
+    model = tiny_llama(V, seed=6)
+    want, want_len, g_want = _values_and_grads(model, L.chunked_logps, padded)
+    got, got_len, g_got = _values_and_grads(model, L.forward_logps, shared)
+    assert torch.equal(got_len, want_len) and got_len.tolist() == [1, 2, 1, 2, 1]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    _assert_grads_close(g_got, g_want)
+
+
 def test_unshare_rebuilds_the_padded_batch():
     features = _features(3, seed=1)
     shared = PairCollator(0, prefix_sharing=True)(features)
@@ -240,8 +261,9 @@ def test_pair_metrics_tie():
 
 # --- rdo align ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,flags", [("dpo", ()), ("simpo", ()), ("dpo", ("--lora_r", "4", "--lora_dropout", "0", "--precompute_ref", "false"))],
-                         ids=["dpo", "simpo", "dpo-lora-live-reference"])
+@pytest.mark.parametrize("method,flags", [("dpo", ()), ("simpo", ()), ("rrhf", ()),
+                                         ("dpo", ("--lora_r", "4", "--lora_dropout", "0", "--precompute_ref", "false"))],
+                         ids=["dpo", "simpo", "rrhf-on-pairs", "dpo-lora-live-reference"])
 def test_align_losses_equal_with_and_without_prefix_sharing(tiny_model, tmp_path, method, flags, caplog):
     """Step by step the same run (LoRA dropout off: its masks are drawn per element, so another layout draws others)."""
     from conftest import synthetic_pairs
@@ -254,7 +276,10 @@ def test_align_losses_equal_with_and_without_prefix_sharing(tiny_model, tmp_path
     padded = step_logs(run_align(tiny_model, data, tmp_path / "padded", method, *common, "--no_prefix_sharing"))
     assert len(shared) == len(padded) == 2
     for a, b in zip(shared, padded):
-        for key in ("loss", "loss/unweighted", "logps/chosen", "logps/rejected", "grad_norm"):
+        assert a.keys() == b.keys()
+        compared = [k for k in a if k in ("loss", "grad_norm") or k.startswith(("loss/", "logps/", "rewards/", "rrhf/"))]
+        assert len(compared) >= 4
+        for key in compared:
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     saved = json.loads((tmp_path / "shared" / "rdo_config.json").read_text())
     assert saved["prefix_sharing"] is True

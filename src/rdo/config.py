@@ -93,7 +93,7 @@ class TruncationOptions:
 class BatchLayoutOptions:
     """How sequences are laid out in a batch: layouts that give the same numbers as padded rows, with less work."""
 
-    prefix_sharing: bool = arg(True, "Pairs (dpo/ipo/simpo): one [prompt | chosen | rejected] sequence per pair, so the prompt is computed once, for the policy and the reference pass. Exact; checked once per model against padded rows, used where the attention takes the mask (else one warning, then padded rows). --no-prefix-sharing: padded prompt+chosen and prompt+rejected rows.")
+    prefix_sharing: bool = arg(True, "dpo/ipo/simpo/rrhf: one [prompt | chosen | rejected] sequence per pair (rrhf: [prompt | y_1 | ... | y_K]), so the prompt is computed once, for the policy and the reference pass. Exact; checked once per model against padded rows, used where the attention takes the mask (else one warning, then padded rows). --no-prefix-sharing: padded prompt+response rows. (kto: always padded rows.)")
 
 
 @dataclass

@@ -106,15 +106,24 @@ class RankedCollator:
     """Collates ranked rows (K_b responses each, K_b may differ) into one forward plus (B, Kmax) masks.
 
     `rdo_weight` is per ordered pair: row b's K_b x K_b matrix, zero-padded to (B, Kmax, Kmax).
+    With `prefix_sharing`, one `[prompt | y_1 | ... | y_K]` row per prompt (the prompt computed once,
+    not K times), whose log-probs come back in the same (sum K,) order.
     """
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
-        self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1, prefix_sharing: bool = False):
+        self.pad_id, self.multiple_of, self.prefix_sharing = pad_id, pad_to_multiple_of, prefix_sharing
 
     def __call__(self, features: list[dict]) -> dict:
-        prompts = [f["prompt_ids"] for f in features for _ in f["responses_ids"]]
-        responses = [r for f in features for r in f["responses_ids"]]
-        batch = prompt_response_batch(prompts, responses, self.pad_id, self.multiple_of)  # (sum K, T)
+        if self.prefix_sharing:
+            starts = [0]
+            for f in features:
+                starts.append(starts[-1] + len(f["responses_ids"]))
+            batch = prefix_shared_batch([f["prompt_ids"] for f in features], [f["responses_ids"] for f in features],
+                                        [list(range(s, e)) for s, e in zip(starts, starts[1:])], self.pad_id, self.multiple_of)
+        else:
+            prompts = [f["prompt_ids"] for f in features for _ in f["responses_ids"]]
+            responses = [r for f in features for r in f["responses_ids"]]
+            batch = prompt_response_batch(prompts, responses, self.pad_id, self.multiple_of)  # (sum K, T)
         k_max = max(len(f["responses_ids"]) for f in features)
         response_mask = torch.zeros(len(features), k_max, dtype=torch.bool)  # (B, Kmax)
         scores = torch.zeros(len(features), k_max, dtype=torch.float32)  # (B, Kmax)
