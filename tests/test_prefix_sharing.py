@@ -127,6 +127,44 @@ def test_ranked_layout_literal_and_values():
     _assert_grads_close(g_got, g_want)
 
 
+def test_packed_layout_literal():
+    """Padding-free: every pair of the batch in one row; documents keep attention apart."""
+    features = [{"prompt_ids": [5, 6], "chosen_ids": [7], "rejected_ids": [8, 9], "rdo_row": 0},
+                {"prompt_ids": [10], "chosen_ids": [11, 12], "rejected_ids": [13], "rdo_row": 1}]
+    packed = PairCollator(0, prefix_sharing=True, padding_free=True)(features)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 2, 3, 0, 1, 2, 1]]
+    assert packed["segment_ids"].tolist() == [[0, 0, 1, 2, 2, 0, 3, 3, 4]]
+    assert packed["document_ids"].tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 1]]
+    assert packed["response_units"].tolist() == [[0, 2, 1, 3]]
+    allowed = P.attention_allowed(packed["segment_ids"], packed["document_ids"])[0].int()
+    assert allowed[6].tolist() == [0, 0, 0, 0, 0, 1, 1, 0, 0]  # pair 2's chosen: its own prompt only
+    assert allowed[8].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 1]
+    r = P.read_out(packed)
+    assert r["targets"].tolist() == [7, 11, 12, 8, 9, 13] and r["units"].tolist() == [0, 1, 1, 2, 2, 3]
+    plain = PairCollator(0, padding_free=True)(features)  # no sharing: four prompt+response documents
+    assert plain["input_ids"].tolist() == [[5, 6, 7, 10, 11, 12, 5, 6, 8, 9, 10, 13]]
+    assert plain["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 0, 1]]
+    assert plain["response_units"].tolist() == [[0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("kind", ["llama-untied", "qwen2-sliding", "gemma2"])
+@pytest.mark.parametrize("sharing", [True, False], ids=["shared-packed", "packed"])
+def test_padding_free_equals_padded_in_values_and_gradients(kind, sharing):
+    model = _model(kind)
+    features = _features(5, seed=7, max_len=10)
+    packed, padded = PairCollator(0, prefix_sharing=sharing, padding_free=True)(features), PairCollator(0)(features)
+    assert packed["input_ids"].shape[0] == 1 and int(packed["attention_mask"].sum()) == packed["input_ids"].numel()
+    chunked = L.use_chunked(model, padded)
+    want, want_len, g_want = _values_and_grads(model, L.chunked_logps if chunked else L.full_logps, padded)
+    got, got_len, g_got = _values_and_grads(model, L.forward_logps, packed)
+    assert P._CHECKED[id(model.get_output_embeddings().weight)] is True
+    assert torch.equal(got_len, want_len)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    _assert_grads_close(g_got, g_want)
+    assert torch.equal(P.unshare(packed)["input_ids"], padded["input_ids"])
+
+
 def test_unshare_rebuilds_the_padded_batch():
     features = _features(3, seed=1)
     shared = PairCollator(0, prefix_sharing=True)(features)
@@ -261,17 +299,18 @@ def test_pair_metrics_tie():
 
 # --- rdo align ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,flags", [("dpo", ()), ("simpo", ()), ("rrhf", ()),
-                                         ("dpo", ("--lora_r", "4", "--lora_dropout", "0", "--precompute_ref", "false"))],
-                         ids=["dpo", "simpo", "rrhf-on-pairs", "dpo-lora-live-reference"])
-def test_align_losses_equal_with_and_without_prefix_sharing(tiny_model, tmp_path, method, flags, caplog):
+@pytest.mark.parametrize("method,flags,layout", [
+    ("dpo", (), ()), ("simpo", (), ()), ("rrhf", (), ()), ("ipo", (), ("--padding_free",)),
+    ("dpo", ("--lora_r", "4", "--lora_dropout", "0", "--precompute_ref", "false"), ())],
+    ids=["dpo", "simpo", "rrhf-on-pairs", "ipo-shared-and-packed", "dpo-lora-live-reference"])
+def test_align_losses_equal_with_and_without_prefix_sharing(tiny_model, tmp_path, method, flags, layout, caplog):
     """Step by step the same run (LoRA dropout off: its masks are drawn per element, so another layout draws others)."""
     from conftest import synthetic_pairs
 
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(8))
     common = ("--max_steps", "2", "--alpha", "0.5", *flags)
     with caplog.at_level(logging.WARNING, logger="rdo.core.prefix"):
-        shared = step_logs(run_align(tiny_model, data, tmp_path / "shared", method, *common))
+        shared = step_logs(run_align(tiny_model, data, tmp_path / "shared", method, *common, *layout))
     assert not any("prefix sharing is off" in r.message for r in caplog.records)  # the shared path ran
     padded = step_logs(run_align(tiny_model, data, tmp_path / "padded", method, *common, "--no_prefix_sharing"))
     assert len(shared) == len(padded) == 2

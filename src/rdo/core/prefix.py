@@ -13,6 +13,9 @@ Three things make each response's log-probs those of its own `prompt + response`
 The prompt's keys, values and MLP run once instead of once per response: the saving is
 (k - 1) x len(prompt) tokens of work per prompt.
 
+Padding-free rows (`pack`) hold several such groups, or several plain prompt+response sequences,
+back to back; `document_ids` keep each token's attention inside its own group.
+
 The mask goes to the model as a 4D tensor (transformers passes a 4D mask through unchanged): bool
 for SDPA (True = attend), additive float for eager and others. Models with sliding-window layers
 (Gemma-2, Qwen2 with use_sliding_window) get a {"full_attention", "sliding_attention"} mapping whose
@@ -96,6 +99,9 @@ def read_out(batch: dict) -> dict:
     prev_same = torch.zeros_like(seg, dtype=torch.bool)
     prev_same[:, 1:] = seg[:, 1:] == seg[:, :-1]
     last_prompt = torch.where(seg == 0, idx, -1).cummax(1).values  # (B, T) latest prompt position so far
+    if "document_ids" in batch:  # packed rows: a prompt of an earlier document is not this one's
+        doc = batch["document_ids"]
+        last_prompt = torch.where(doc.gather(1, last_prompt.clamp(min=0)) == doc, last_prompt, -1)
     pred = torch.where(prev_same, idx - 1, last_prompt)  # (B, T) the position that predicts token t
     rows, cols = ((seg > 0) & (pred >= 0)).nonzero(as_tuple=True)  # (M,), (M,)
     pred_pos = pred[rows, cols]
@@ -126,12 +132,15 @@ def unshare(batch: dict, pad_id: int = 0) -> dict:
     """The padded `prompt + response` batch (rdo.data.collate.prompt_response_batch) holding the same
     responses, one row per output unit in unit order."""
     seg, ids, units = batch["segment_ids"].cpu(), batch["input_ids"].cpu(), batch["response_units"].cpu()
+    docs = batch["document_ids"].cpu() if "document_ids" in batch else torch.where(seg >= 0, 0, -1)
     by_unit = {}
     for b in range(ids.shape[0]):
-        prompt = ids[b][seg[b] == 0].tolist()
         for j, u in enumerate(units[b].tolist()):
             if u >= 0:
-                by_unit[u] = (prompt, ids[b][seg[b] == j + 1].tolist())
+                response = seg[b] == j + 1
+                d = docs[b][response.nonzero()[0, 0]] if response.any() else docs[b][0]
+                prompt = ids[b][(seg[b] == 0) & (docs[b] == d)].tolist()
+                by_unit[u] = (prompt, ids[b][response].tolist())
     order = sorted(by_unit)
     if order != list(range(len(order))):
         raise ValueError(f"response_units {order} do not number the responses 0..{len(order) - 1}")

@@ -69,8 +69,8 @@ def simpo_step(args, model, batch, reference) -> StepOutput:
     return StepOutput(losses, w, _pair_metrics(cr, rr, sum_chosen, sum_rejected, w))
 
 
-def _pair_collator(pad_id: int, multiple_of: int, prefix_sharing: bool = False):
-    return PairCollator(pad_id, multiple_of, prefix_sharing)
+def _pair_collator(pad_id: int, multiple_of: int, prefix_sharing: bool = False, padding_free: bool = False):
+    return PairCollator(pad_id, multiple_of, prefix_sharing, padding_free)
 
 
 DPO = Method("dpo", ("pair",), PAIR_FIELDS, _pair_collator, dpo_step,

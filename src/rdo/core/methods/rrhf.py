@@ -45,6 +45,7 @@ def rrhf_step(args, model, batch, reference) -> StepOutput:
 
 
 RRHF = Method(
-    "rrhf", ("ranked", "pair"), BATCH_FIELDS, lambda pad_id, multiple_of, prefix_sharing=False: RankedCollator(pad_id, multiple_of, prefix_sharing), rrhf_step,
+    "rrhf", ("ranked", "pair"), BATCH_FIELDS, lambda pad_id, multiple_of, prefix_sharing=False, padding_free=False: RankedCollator(
+        pad_id, multiple_of, prefix_sharing, padding_free), rrhf_step,
     options=("rrhf_length_penalty", "rrhf_sft_weight"),
 )
