@@ -322,3 +322,69 @@ def test_align_losses_equal_with_and_without_prefix_sharing(tiny_model, tmp_path
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     saved = json.loads((tmp_path / "shared" / "rdo_config.json").read_text())
     assert saved["prefix_sharing"] is True
+
+
+# --- the reward model (rdo train-rm) -----------------------------------------------------------
+
+@pytest.mark.parametrize("layout", [dict(prefix_sharing=True), dict(prefix_sharing=True, padding_free=True)],
+                         ids=["shared", "shared-packed"])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_reward_model_scores_and_gradients_equal_padded_rows(tiny_model, tokenizer, layout, lora):
+    from rdo.score.scorers import build_scorer_model, use_scorer_pad
+    from rdo.score.training import RewardCollator, reward_step, scores_of
+
+    tok = tokenizer
+    use_scorer_pad(tok)
+    model = build_scorer_model(str(tiny_model), tok)
+    torch.nn.init.normal_(model.score.weight, std=0.5)  # the fresh head: non-trivial scores
+    if lora:
+        from rdo.models import add_lora
+
+        model = add_lora(model, 4, 8, 0.0, "all-linear", task_type="SEQ_CLS")
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.1)
+    g = torch.Generator().manual_seed(8)
+    ids = lambda k: torch.randint(4, 200, (k,), generator=g).tolist() + [tok.eos_token_id]  # noqa: E731
+    features = [{"prompt_ids": ids(p), "chosen_ids": ids(c), "rejected_ids": ids(r), "rdo_row": i}
+                for i, (p, c, r) in enumerate([(6, 3, 9), (2, 7, 1), (11, 4, 4)])]
+    padded = RewardCollator(tok.pad_token_id)(features)
+    shared = RewardCollator(tok.pad_token_id, **layout)(features)
+    assert shared["input_ids"].numel() < padded["input_ids"].numel()
+
+    def run(batch):
+        model.zero_grad()
+        losses, _ = reward_step(None, model, batch)
+        losses.sum().backward()
+        return scores_of(model, batch).detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    want, g_want = run(padded)
+    got, g_got = run(shared)
+    from rdo.core.logps import _unwrap
+    from rdo.score.training import _SHARED_CHECKED
+
+    assert _SHARED_CHECKED[id(_unwrap(model).get_input_embeddings().weight)] is True  # the shared path ran
+    assert want.std() > 0.1  # scores that differ, so equal scores are not constants
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    _assert_grads_close(g_got, g_want)
+
+
+def test_train_rm_losses_equal_with_and_without_prefix_sharing(tiny_model, tmp_path, caplog):
+    from conftest import synthetic_pairs
+    from rdo.cli import main
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(12))
+    logs = {}
+    for name, flags in (("shared", ()), ("padded", ("--no_prefix_sharing",))):
+        out = tmp_path / name
+        with caplog.at_level(logging.WARNING, logger="rdo.core.prefix"):
+            assert main(["train-rm", "--model_name_or_path", str(tiny_model), "--dataset_name", str(data),
+                         "--output_dir", str(out), "--per_device_train_batch_size", "4", "--max_steps", "3",
+                         "--logging_steps", "1", "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true",
+                         "--learning_rate", "1e-3", "--head_learning_rate", "1e-2", *flags]) == 0
+        logs[name] = step_logs(json.loads((out / "train_metrics.json").read_text()))
+    assert not any("prefix sharing is off" in r.message for r in caplog.records)
+    assert len(logs["shared"]) == len(logs["padded"]) == 3
+    for a, b in zip(logs["shared"], logs["padded"]):
+        for key in ("loss", "grad_norm", "rewards/chosen", "rewards/margins"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key

@@ -93,8 +93,8 @@ class TruncationOptions:
 class BatchLayoutOptions:
     """How sequences are laid out in a batch: layouts that give the same numbers as padded rows, with less work."""
 
-    prefix_sharing: bool = arg(True, "dpo/ipo/simpo/rrhf: one [prompt | chosen | rejected] sequence per pair (rrhf: [prompt | y_1 | ... | y_K]), so the prompt is computed once, for the policy and the reference pass. Exact; checked once per model against padded rows, used where the attention takes the mask (else one warning, then padded rows). --no-prefix-sharing: padded prompt+response rows. (kto: always padded rows.)")
-    padding_free: bool = arg(False, "dpo/ipo/simpo/rrhf: pack each batch's sequences into one row, back to back, with a block attention mask and position ids restarting per sequence: no padding (exact, checked as --prefix_sharing is). Off by default: not yet measured to be faster (on CPU the mask is dense over the packed row); FlashAttention's varlen kernels are not wired in yet.")
+    prefix_sharing: bool = arg(True, "One [prompt | chosen | rejected] sequence per pair (rrhf: [prompt | y_1 | ... | y_K]), so the prompt is computed once: rdo align's steps and reference pass (dpo/ipo/simpo/rrhf; kto keeps padded rows), rdo train-rm's steps (not with --cache_frozen). Exact; checked once per model against padded rows, used where the attention takes the mask (else one warning, then padded rows). --no-prefix-sharing: padded prompt+response rows.")
+    padding_free: bool = arg(False, "Pack each batch's sequences into one row (same commands as --prefix_sharing), back to back, with a block attention mask and position ids restarting per sequence: no padding (exact, checked as --prefix_sharing is). Off by default: not yet measured to be faster (on CPU the mask is dense over the packed row); FlashAttention's varlen kernels are not wired in yet.")
 
 
 @dataclass
@@ -236,7 +236,7 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
 
 
 @dataclass
-class TrainRMConfig(_ScorerTrainConfig):
+class TrainRMConfig(BatchLayoutOptions, _ScorerTrainConfig):
     """`rdo train-rm`: a pointwise Bradley–Terry reward model r(x, y) on any causal LM (paper Eq. 3)."""
 
     margin_column: str = arg("margin", "Optional per-row column m for the loss -log σ(r_w - r_l - m); ignored when the data has no such column.")

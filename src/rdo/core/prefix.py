@@ -162,30 +162,39 @@ def _rows(batch: dict, rows: slice) -> dict:
     return sub
 
 
-def _verified(model, batch: dict, chunked: bool) -> bool:
-    """Once per model: the shared layout's log-probs equal the padded layout's on the batch's first row."""
-    weight = _unwrap(model).get_output_embeddings().weight
+def verified(registry: dict, weight: torch.Tensor, model, batch: dict, run_shared, run_padded, close) -> bool:
+    """Once per model (keyed by `weight`): `close(run_shared(one), run_padded(one))` on the batch's first row,
+    `one` a prefix-shared batch (run_padded unshares it). An error or a mismatch logs one warning and is False."""
     key = id(weight)
-    if key not in _CHECKED:
+    if key not in registry:
         one = _rows(batch, slice(0, 1))
         with torch.no_grad():
             try:
-                got, lengths = shared_logps(model, one, chunked)
-                padded = unshare(one)
-                want, want_lengths = _padded_logps(model, padded, chunked)
-                half = weight.dtype != torch.float32 or torch.is_autocast_enabled(weight.device.type)
-                ok = torch.equal(lengths, want_lengths) and bool(
-                    ((got - want).abs() <= TOKEN_TOLERANCE[half] * want_lengths.clamp(min=1)).all())
-                why = "" if ok else f"log-probs {got.tolist()} vs {want.tolist()} unshared"
+                got, want = run_shared(one), run_padded(one)
+                ok = close(got, want)
+                why = "" if ok else f"{got} vs {want} unshared"
             except Exception as e:  # noqa: BLE001 - any failure means: use the padded layout
                 ok, why = False, f"{type(e).__name__}: {e}"
         if not ok:
             impl = getattr(_unwrap(model).config, "_attn_implementation", None)
             log.warning("prefix sharing is off for this model (attention %s: %s); using padded prompt+response rows",
                         impl, why)
-        _CHECKED[key] = ok
-        weakref.finalize(weight, _CHECKED.pop, key, None)  # a new model at the same address is checked anew
-    return _CHECKED[key]
+        registry[key] = ok
+        weakref.finalize(weight, registry.pop, key, None)  # a new model at the same address is checked anew
+    return registry[key]
+
+
+def _verified(model, batch: dict, chunked: bool) -> bool:
+    """The shared layout's log-probs equal the padded layout's (per token, within TOKEN_TOLERANCE)."""
+    weight = _unwrap(model).get_output_embeddings().weight
+    half = weight.dtype != torch.float32 or torch.is_autocast_enabled(weight.device.type)
+
+    def close(got, want) -> bool:
+        (a, n), (b, m) = got, want
+        return torch.equal(n, m) and bool(((a - b).abs() <= TOKEN_TOLERANCE[half] * m.clamp(min=1)).all())
+
+    return verified(_CHECKED, weight, model, batch, lambda one: shared_logps(model, one, chunked),
+                    lambda one: _padded_logps(model, unshare(one), chunked), close)
 
 
 def _padded_logps(model, padded: dict, chunked: bool) -> tuple[torch.Tensor, torch.Tensor]:

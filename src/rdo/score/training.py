@@ -23,7 +23,9 @@ from transformers import set_seed
 from rdo.core import losses as L
 from rdo.config import TrainDiffConfig, TrainRMConfig
 from rdo.data import DataError, load_records
-from rdo.data.collate import pad_sequences
+from rdo.core import prefix
+from rdo.core.logps import _unwrap
+from rdo.data.collate import grouped_batch, pad_sequences
 from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
@@ -89,10 +91,12 @@ def difference_features(pairs: list[dict], encoder: DifferenceEncoder, source: s
 
 
 class RewardCollator:
-    """Rows [0, B) prompt+chosen, rows [B, 2B) prompt+rejected: one concatenated forward."""
+    """Rows [0, B) prompt+chosen, rows [B, 2B) prompt+rejected: one concatenated forward; or prefix-shared /
+    padding-free rows (rdo.data.collate.grouped_batch) whose scores come back in the same (2B,) order."""
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1, prefix_sharing: bool = False, padding_free: bool = False):
         self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+        self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
 
     @staticmethod
     def sequences(features: list[dict]) -> list[list[int]]:
@@ -100,9 +104,16 @@ class RewardCollator:
         return [f["prompt_ids"] + f[k] for f in features for k in ("chosen_ids", "rejected_ids")]
 
     def __call__(self, features: list[dict]) -> dict:
-        seqs = [f["prompt_ids"] + f["chosen_ids"] for f in features] + [f["prompt_ids"] + f["rejected_ids"] for f in features]
-        ids, mask = pad_sequences(seqs, self.pad_id, self.multiple_of)  # (2B, T)
-        batch = {"input_ids": ids, "attention_mask": mask, "rdo_row": torch.tensor([f["rdo_row"] for f in features])}
+        if self.prefix_sharing or self.padding_free:
+            n = len(features)
+            batch = grouped_batch([f["prompt_ids"] for f in features], [[f["chosen_ids"], f["rejected_ids"]] for f in features],
+                                  [[b, n + b] for b in range(n)], self.pad_id, self.multiple_of,
+                                  self.prefix_sharing, self.padding_free)
+        else:
+            seqs = [f["prompt_ids"] + f["chosen_ids"] for f in features] + [f["prompt_ids"] + f["rejected_ids"] for f in features]
+            ids, mask = pad_sequences(seqs, self.pad_id, self.multiple_of)  # (2B, T)
+            batch = {"input_ids": ids, "attention_mask": mask}
+        batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features])
         if "margin" in features[0]:
             batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)  # (B,)
         return batch
@@ -160,8 +171,45 @@ class DifferenceCollator:
 # --- losses on model outputs -------------------------------------------------------------------
 
 def scores_of(model, batch: dict) -> torch.Tensor:
-    """One forward -> the head's output at each row's last non-pad token, (N,) float32."""
+    """One forward -> the head's output at each row's last non-pad token, (N,) float32.
+
+    A prefix-shared batch (it has `segment_ids`) gives each response's score in the padded rows' order,
+    once the shared layout matched padded rows on this model (else from padded rows rebuilt from it).
+    """
+    if "segment_ids" in batch:
+        pad_id = _unwrap(model).config.pad_token_id
+        if prefix.verified(_SHARED_CHECKED, _unwrap(model).get_input_embeddings().weight, model, batch,
+                           lambda one: shared_scores(model, one), lambda one: scores_of(model, prefix.unshare(one, pad_id)),
+                           lambda a, b: bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4))):
+            return shared_scores(model, batch)
+        batch = prefix.unshare(batch, pad_id)
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0].float()
+
+
+_SHARED_CHECKED: dict[int, bool] = {}  # id(input embedding) -> shared scores matched padded rows on this scorer
+
+
+def shared_scores(model, batch: dict) -> torch.Tensor:
+    """(U,) the score head's output at each response's last token of a prefix-shared batch, in unit order.
+
+    The head runs at every position (one output each: cheap) and is read where each response ends;
+    the model's own pooling (the row's last non-pad token) is not used.
+    """
+    box = []
+    handle = head_modules(_unwrap(model))[0].register_forward_hook(lambda module, args, out: box.append(out))
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=prefix.model_attention_mask(model, batch),
+              position_ids=batch["position_ids"], use_cache=False)
+    finally:
+        handle.remove()
+    seg, units = batch["segment_ids"], batch["response_units"]
+    ends = torch.zeros_like(seg, dtype=torch.bool)  # (B, T) the last token of each response segment
+    ends[:, :-1] = (seg[:, :-1] > 0) & (seg[:, :-1] != seg[:, 1:])
+    ends[:, -1] = seg[:, -1] > 0
+    rows, cols = ends.nonzero(as_tuple=True)
+    out = box[-1][rows, cols, 0].float()  # (U,) in row-major order
+    order = units[rows, seg[rows, cols] - 1]
+    return out.new_zeros(out.shape).index_copy(0, order, out)
 
 
 def reward_step(args, model, batch) -> tuple[torch.Tensor, dict]:
@@ -345,7 +393,13 @@ def _train(cfg, kind: str) -> dict:
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
     if kind == "reward":
-        collator, step = RewardCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of), reward_step
+        # --cache_frozen replays the frozen layers per padded sequence: it keeps padded rows
+        share = not cfg.cache_frozen
+        if cfg.cache_frozen and (cfg.prefix_sharing or cfg.padding_free):
+            log.info("--cache_frozen replays padded rows: training without --prefix_sharing / --padding_free")
+        collator = RewardCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.prefix_sharing and share,
+                                  cfg.padding_free and share)
+        step = reward_step
     else:
         collator, step = DifferenceCollator(diff_encoder, tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.seed), difference_step
 
