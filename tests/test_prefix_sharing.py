@@ -361,7 +361,7 @@ def test_reward_model_scores_and_gradients_equal_padded_rows(tiny_model, tokeniz
     want, g_want = run(padded)
     got, g_got = run(shared)
     from rdo.core.logps import _unwrap
-    from rdo.score.training import _SHARED_CHECKED
+    from rdo.score.scorers import _SHARED_CHECKED
 
     assert _SHARED_CHECKED[id(_unwrap(model).get_input_embeddings().weight)] is True  # the shared path ran
     assert want.std() > 0.1  # scores that differ, so equal scores are not constants
@@ -388,3 +388,30 @@ def test_train_rm_losses_equal_with_and_without_prefix_sharing(tiny_model, tmp_p
     for a, b in zip(logs["shared"], logs["padded"]):
         for key in ("loss", "grad_norm", "rewards/chosen", "rewards/margins"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_rdo_score_reward_model_equal_with_and_without_prefix_sharing(trained_scorers, tmp_path, monkeypatch, caplog):
+    from scorer_helpers import ranked_rows
+
+    from rdo.config import ScoreConfig
+    from rdo.score.scorers import Scorer
+    from rdo.score.scoring import score
+
+    calls = []
+    original = Scorer.forward_shared
+    monkeypatch.setattr(Scorer, "forward_shared", lambda self, p, s: calls.append(len(p)) or original(self, p, s))
+    for name, rows in (("pairs", None), ("ranked", ranked_rows(6, seed=3))):
+        data = trained_scorers["train"] if rows is None else write_jsonl(tmp_path / "ranked.jsonl", rows)
+        out = {}
+        for sharing in (True, False):
+            path = tmp_path / f"{name}-{sharing}.jsonl"
+            with caplog.at_level(logging.WARNING, logger="rdo.core.prefix"):
+                score(ScoreConfig(scorer=str(trained_scorers["rm"]), dataset_name=str(data), output=str(path),
+                                  prefix_sharing=sharing, batch_size=4))
+            out[sharing] = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(out[True]) == len(out[False]) > 0
+        for a, b in zip(out[True], out[False]):
+            assert torch.tensor(a["rdo_reward_diff"]).allclose(torch.tensor(b["rdo_reward_diff"]), rtol=1e-5, atol=1e-5)
+            assert torch.tensor(a["rdo_scores"] if "rdo_scores" in a else a["rdo_score_chosen"]).allclose(
+                torch.tensor(b["rdo_scores"] if "rdo_scores" in b else b["rdo_score_chosen"]), rtol=1e-5, atol=1e-5)
+    assert calls and not any("prefix sharing is off" in r.message for r in caplog.records)

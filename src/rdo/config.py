@@ -290,6 +290,7 @@ class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptio
     seed: int = arg(0, "Cross-fitting: seed of the fold split (fold k trains with the recipe's seed + k).")
     overwrite: bool = arg(False, "Discard shards of an earlier, different run instead of refusing to mix them.")
     keep_shards: bool = arg(False, "Keep <output>.shards/ after the output is complete.")
+    prefix_sharing: bool = arg(True, "Reward models: score a row's responses in one [prompt | y_1 | ... | y_K] sequence, the prompt computed once (exact; checked once against padded rows, else one warning and padded rows). --no-prefix-sharing: one sequence per response.")
 
     def __post_init__(self):
         for name in ("scorer", "dataset_name", "output"):

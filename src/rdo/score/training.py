@@ -23,14 +23,12 @@ from transformers import set_seed
 from rdo.core import losses as L
 from rdo.config import TrainDiffConfig, TrainRMConfig
 from rdo.data import DataError, load_records
-from rdo.core import prefix
-from rdo.core.logps import _unwrap
 from rdo.data.collate import grouped_batch, pad_sequences
 from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
 from rdo.data.formats import CHAT_KEY
-from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names,
+from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names, scores_of,
                          decoder_layers, resolve_template, train_only_top, use_scorer_pad)
 from rdo.train.trainer import MetricsTrainer
 
@@ -169,48 +167,6 @@ class DifferenceCollator:
 
 
 # --- losses on model outputs -------------------------------------------------------------------
-
-def scores_of(model, batch: dict) -> torch.Tensor:
-    """One forward -> the head's output at each row's last non-pad token, (N,) float32.
-
-    A prefix-shared batch (it has `segment_ids`) gives each response's score in the padded rows' order,
-    once the shared layout matched padded rows on this model (else from padded rows rebuilt from it).
-    """
-    if "segment_ids" in batch:
-        pad_id = _unwrap(model).config.pad_token_id
-        if prefix.verified(_SHARED_CHECKED, _unwrap(model).get_input_embeddings().weight, model, batch,
-                           lambda one: shared_scores(model, one), lambda one: scores_of(model, prefix.unshare(one, pad_id)),
-                           lambda a, b: bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4))):
-            return shared_scores(model, batch)
-        batch = prefix.unshare(batch, pad_id)
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0].float()
-
-
-_SHARED_CHECKED: dict[int, bool] = {}  # id(input embedding) -> shared scores matched padded rows on this scorer
-
-
-def shared_scores(model, batch: dict) -> torch.Tensor:
-    """(U,) the score head's output at each response's last token of a prefix-shared batch, in unit order.
-
-    The head runs at every position (one output each: cheap) and is read where each response ends;
-    the model's own pooling (the row's last non-pad token) is not used.
-    """
-    box = []
-    handle = head_modules(_unwrap(model))[0].register_forward_hook(lambda module, args, out: box.append(out))
-    try:
-        model(input_ids=batch["input_ids"], attention_mask=prefix.model_attention_mask(model, batch),
-              position_ids=batch["position_ids"], use_cache=False)
-    finally:
-        handle.remove()
-    seg, units = batch["segment_ids"], batch["response_units"]
-    ends = torch.zeros_like(seg, dtype=torch.bool)  # (B, T) the last token of each response segment
-    ends[:, :-1] = (seg[:, :-1] > 0) & (seg[:, :-1] != seg[:, 1:])
-    ends[:, -1] = seg[:, -1] > 0
-    rows, cols = ends.nonzero(as_tuple=True)
-    out = box[-1][rows, cols, 0].float()  # (U,) in row-major order
-    order = units[rows, seg[rows, cols] - 1]
-    return out.new_zeros(out.shape).index_copy(0, order, out)
-
 
 def reward_step(args, model, batch) -> tuple[torch.Tensor, dict]:
     chosen, rejected = scores_of(model, batch).chunk(2)  # (B,), (B,)
