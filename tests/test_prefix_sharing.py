@@ -415,3 +415,30 @@ def test_rdo_score_reward_model_equal_with_and_without_prefix_sharing(trained_sc
             assert torch.tensor(a["rdo_scores"] if "rdo_scores" in a else a["rdo_score_chosen"]).allclose(
                 torch.tensor(b["rdo_scores"] if "rdo_scores" in b else b["rdo_score_chosen"]), rtol=1e-5, atol=1e-5)
     assert calls and not any("prefix sharing is off" in r.message for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_real_smollm2_weights_fp32_exact_and_bf16_check_passes():
+    """The shipped SmolLM2-135M: shared = padded to fp32 rounding; in bf16 the once-per-model check still
+    accepts the shared layout (its tolerance sits above bf16's own batch-to-batch noise)."""
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    from rdo.demo.smollm import smollm2_dir
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32)
+    rng = random.Random(0)
+    ids = lambda lo, hi: [rng.randrange(4, 49000) for _ in range(rng.randint(lo, hi))]  # noqa: E731
+    features = [{"prompt_ids": ids(20, 120), "chosen_ids": ids(10, 60), "rejected_ids": ids(10, 60), "rdo_row": i} for i in range(3)]
+    shared, padded = PairCollator(0, prefix_sharing=True)(features), PairCollator(0)(features)
+    with torch.no_grad():
+        got, n = P.shared_logps(model, shared, True)
+        want, m = L.chunked_logps(model, padded)
+        assert torch.equal(n, m)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        model.to(torch.bfloat16)
+        assert P._verified(model, shared, True) is True
+        got, _ = L.forward_logps(model, shared)
+        want, _ = L.chunked_logps(model, padded)
+        assert ((got - want).abs() / n).max() < P.TOKEN_TOLERANCE[True]

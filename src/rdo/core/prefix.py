@@ -39,7 +39,10 @@ from rdo.data.collate import prompt_response_batch
 log = logging.getLogger(__name__)
 
 _CHECKED: dict[int, bool] = {}  # id(head weight) -> the shared layout matched the padded one on this model
-TOKEN_TOLERANCE = {True: 2e-2, False: 1e-4}  # per response token, |shared - padded| allowed: half precision or not
+# |shared - padded| allowed per response token, half precision or not. Measured on SmolLM2-135M: fp32 layouts
+# agree to 1.5e-6 per token; in bf16 two padded batchings of the same rows already differ by up to 0.036,
+# while a mask the attention ignores moved the rejected responses by 0.12-0.27 per token.
+TOKEN_TOLERANCE = {True: 6e-2, False: 1e-4}
 
 
 def attention_allowed(segment_ids: torch.Tensor, document_ids: torch.Tensor | None = None) -> torch.Tensor:
