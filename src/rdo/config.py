@@ -94,7 +94,7 @@ class BatchLayoutOptions:
     """How sequences are laid out in a batch: layouts that give the same numbers as padded rows, with less work."""
 
     prefix_sharing: bool = arg(True, "One [prompt | chosen | rejected] sequence per pair (rrhf: [prompt | y_1 | ... | y_K]), so the prompt is computed once: rdo align's steps and reference pass (dpo/ipo/simpo/rrhf; kto keeps padded rows), rdo train-rm's steps (not with --cache_frozen). Exact; checked once per model against padded rows, used where the attention takes the mask (else one warning, then padded rows). --no-prefix-sharing: padded prompt+response rows.")
-    padding_free: bool = arg(False, "Pack each batch's sequences into one row (same commands as --prefix_sharing), back to back, with a block attention mask and position ids restarting per sequence: no padding (exact, checked as --prefix_sharing is). Off by default: not yet measured to be faster (on CPU the mask is dense over the packed row); FlashAttention's varlen kernels are not wired in yet.")
+    padding_free: bool = arg(False, "Pack each batch's sequences into one row (same commands as --prefix_sharing), back to back, with a block attention mask and position ids restarting per sequence: no padding (exact, checked as --prefix_sharing is). Off by default: on CPU it measured slower than prefix-shared rows (the mask is dense over the packed row); FlashAttention's varlen kernels are not wired in yet.")
 
 
 @dataclass
