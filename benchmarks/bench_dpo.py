@@ -9,7 +9,13 @@ Measured per configuration: seconds per optimizer step (median after warm-up, fr
 `TrainerCallback` that stamps every step's end), non-pad tokens per second, peak memory of the
 training phase, and the Trainer's own logged loss at every step. The correctness check: rdo with
 α = 0 is plain DPO, so its first loss is ln 2 (policy = reference) and equals TRL's, and the next
-losses follow TRL's. rdo with α = 0.5 shows what the per-pair weights cost.
+losses follow TRL's — with prefix sharing (rdo's default: one [prompt | chosen | rejected] sequence
+per pair) and with padded prompt+chosen / prompt+rejected rows. rdo with α = 0.5 shows what the
+per-pair weights cost.
+
+Shapes: today's (prompt 64, responses 64-128), an HH-like one (prompt 256, responses 32-128: long
+dialogues, short answers, where a shared prompt saves most) and a 128k-vocabulary one.
+RDO_BENCH_DPO_SHAPES=a,b and RDO_BENCH_DPO_STEPS=N shorten a run (both land in `settings`).
 
 Every setting where the two sides differ, and why, is in `FAIRNESS` and lands in the results.
 """
@@ -29,15 +35,17 @@ from benchmarks.measure import median, run_workers, steady, worker_main
 PROFILES = {
     "quick": dict(models=["tiny"], batch_size=2, steps=6, warmup=2, prompt_len=16, response_len=(16, 32),
                   learning_rate=1e-3, threads=1, parallel=2, share_rdo_process=True),
-    "cpu": dict(models=["smollm2-135m", "llama-1b-2l"], batch_size=2, steps=10, warmup=2, prompt_len=64,
+    "cpu": dict(models=["smollm2-135m", "smollm2-135m-hh", "llama-1b-2l"], batch_size=2, steps=10, warmup=2, prompt_len=64,
                 response_len=(64, 128), learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False,
                 # the 128k-vocabulary row measures memory: fewer steps, longer responses (bigger logits)
-                per_model={"llama-1b-2l": dict(steps=4, warmup=1, response_len=(192, 256))}),
-    "cuda": dict(models=["smollm2-135m", "llama-1b"], batch_size=8, steps=30, warmup=5, prompt_len=64,
-                 response_len=(64, 128), learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False),
+                per_model={"llama-1b-2l": dict(steps=4, warmup=1, response_len=(192, 256)),
+                           "smollm2-135m-hh": dict(arch="smollm2-135m", prompt_len=256, response_len=(32, 128))}),
+    "cuda": dict(models=["smollm2-135m", "smollm2-135m-hh", "llama-1b"], batch_size=8, steps=30, warmup=5, prompt_len=64,
+                 response_len=(64, 128), learning_rate=1e-5, threads=None, parallel=1, share_rdo_process=False,
+                 per_model={"smollm2-135m-hh": dict(arch="smollm2-135m", prompt_len=256, response_len=(32, 128))}),
 }
-# (framework, α): α = None for TRL
-RUNS = [("trl", None), ("rdo", 0.0), ("rdo", 0.5)]
+# (framework, α, prefix sharing): α = None for TRL
+RUNS = [("trl", None, None), ("rdo", 0.0, True), ("rdo", 0.0, False), ("rdo", 0.5, True)]
 COMMON = dict(beta=0.1, max_length=1024, seed=0)
 LOSS_STEPS = 5  # compare the first this-many logged losses (all of them when a run has fewer steps)
 # (|first loss - ln 2| and |rdo - TRL| at step 1, relative agreement of the next losses)
@@ -68,13 +76,21 @@ FAIRNESS = [
     "pad_to_multiple_of=None, disable_dropout=True (Llama has no dropout, so a no-op). rdo applies the LM head "
     "only at response positions, in chunks, inside one autograd function that recomputes logits in backward "
     "(rdo.core.logps.chunked_logps): neither side materialises (B, T, V) logits.",
-    "MFU = 6 x (matmul parameters) x non-pad tokens/s over the fp32 matmul rate measured in the same worker "
-    "with the same threads; the attention score term and the prompt tokens' share of the LM head are not "
-    "counted (rdo computes no logits at prompt positions, so it does less work than 6N per token there).",
+    "MFU = 6 x (matmul parameters) x computed tokens/s over the fp32 matmul rate measured in the same worker "
+    "with the same threads. Computed tokens are the non-pad tokens the model actually ran (the Trainer's count "
+    "of the batch's attention mask): 2 x prompt + chosen + rejected for padded rows, prompt + chosen + rejected "
+    "with prefix sharing, so the shared prompt's FLOPs are counted once. The attention score term and the prompt "
+    "tokens' share of the LM head are not counted (rdo computes no logits at prompt positions).",
     "rdo is run through the same steps as `rdo align` (prepare_features, the reference pass, RDOTrainer) but "
     "without reading a model folder or saving one, as TRL is given the model object; neither side's setup is timed.",
-    "Tokens/s counts non-pad tokens (the Trainer's include_num_input_tokens_seen='non_padding': prompt+chosen "
-    "and prompt+rejected), identical for both since the batches are identical.",
+    "Tokens/s counts the pairs' non-pad tokens as TRL does (the Trainer's include_num_input_tokens_seen="
+    "'non_padding': prompt+chosen and prompt+rejected), identical for every row since the batches are identical "
+    "(checked: rdo's padded run counts exactly TRL's tokens, its prefix-shared runs exactly batch_size x prompt "
+    "fewer); so tokens/s ratios equal step-time ratios.",
+    "Prefix sharing (rdo's default, `--prefix_sharing`): one [prompt | chosen | rejected] sequence per pair with "
+    "a 4D attention mask (each response sees the prompt and itself) and position ids restarting after the prompt, "
+    "for the training steps and the reference pass (rdo.core.prefix); `rdo α=0, padded rows` is "
+    "--no_prefix_sharing. TRL has no such option.",
 ]
 
 
@@ -86,19 +102,35 @@ def run(quick: bool, device: str = "cpu") -> dict:
     profile = PROFILES["quick" if quick else ("cuda" if device.startswith("cuda") else "cpu")]
     settings = dict(COMMON, **profile, device=device)
     results, rows, checks = [], [], {}
-    for model in profile["models"]:
+    shapes = profile["models"]
+    if os.environ.get("RDO_BENCH_DPO_SHAPES"):
+        shapes = [m.strip() for m in os.environ["RDO_BENCH_DPO_SHAPES"].split(",") if m.strip()]
+        settings["models"] = shapes
+    steps = int(os.environ.get("RDO_BENCH_DPO_STEPS", 0)) or None
+    for model in shapes:  # a shape: an architecture (`arch`, default its name) and data lengths
         groups = [RUNS[:1], RUNS[1:]] if profile["share_rdo_process"] else [[r] for r in RUNS]
         model_settings = dict(settings, **profile.get("per_model", {}).get(model, {}))
-        specs = [dict(model_settings, model=model, runs=[dict(framework=f, alpha=a) for f, a in g]) for g in groups]
+        if steps:
+            model_settings.update(steps=steps, warmup=min(model_settings["warmup"], steps - 1))
+            settings["steps_override"] = steps
+        arch = model_settings.pop("arch", model)
+        specs = [dict(model_settings, model=arch, runs=[dict(framework=f, alpha=a, prefix_sharing=p) for f, a, p in g])
+                 for g in groups]
         outs = []
         for group, out in zip(groups, run_workers("benchmarks.bench_dpo", specs, profile["parallel"])):
             outs += out["results"] if "results" in out else [dict(out) for _ in group]  # a failed process fails its runs
-        for (framework, alpha), out in zip([r for g in groups for r in g], outs):
-            out.update(model=model, framework=framework, alpha=alpha)
+        by_run = {}
+        for (framework, alpha, shared), out in zip([r for g in groups for r in g], outs):
+            out.update(model=model, arch=arch, framework=framework, alpha=alpha, prefix_sharing=shared,
+                       prompt_len=model_settings["prompt_len"], response_len=model_settings["response_len"])
+            by_run[(framework, alpha, shared)] = out
+        pair_tokens = by_run[RUNS[0]].get("tokens")  # TRL's count; every run trains on the same batches
+        for out in by_run.values():
             results.append(out)
-            rows.append(_row(out, model_settings["warmup"]))
+            rows.append(_row(out, model_settings["warmup"], pair_tokens))
         precision = "bf16" if device.startswith("cuda") else "fp32"
-        checks[model] = _check({(o["framework"], o["alpha"]): o for o in outs}, precision, min(LOSS_STEPS, model_settings["steps"]))
+        checks[model] = _check(by_run, precision, min(LOSS_STEPS, model_settings["steps"]),
+                               model_settings["batch_size"] * model_settings["prompt_len"])
         _add_ratios(rows, model)
     return {
         "title": "DPO training: rdo vs TRL DPOTrainer",
@@ -114,15 +146,16 @@ def run(quick: bool, device: str = "cpu") -> dict:
 
 
 COLUMNS = ["model", "framework", "s_per_step", "s_per_step_min", "cpu_s_per_step", "tokens_per_s", "peak_train_mib",
-           "train_added_mib", "speed_vs_trl", "memory_vs_trl", "train_gflops", "matmul_peak_gflops", "mfu", "setup_s",
-           "first_loss", "load_1m", "error"]
+           "train_added_mib", "speed_vs_trl", "memory_vs_trl", "computed_tokens_per_s", "train_gflops",
+           "matmul_peak_gflops", "mfu", "setup_s", "first_loss", "load_1m", "error"]
 
 
 def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
     memory = "CUDA max_memory_allocated" if device.startswith("cuda") else "peak RSS of the whole process"
     lines = [f"s_per_step: median after warm-up (s_per_step_min: the fastest such step; cpu_s_per_step: median "
              f"process CPU time of all threads, about threads × s_per_step when nothing competes); tokens_per_s: median over "
-             f"the same steps of non-pad tokens / step time; load_1m: the machine's 1-minute load average around "
+             f"the same steps of the pairs' non-pad tokens / step time (as TRL counts them: the prompt twice); "
+             f"computed_tokens_per_s: the tokens the model ran (the prompt once with prefix sharing), which MFU uses; load_1m: the machine's 1-minute load average around "
              f"training (above the core count, other processes were competing and the timings are inflated); "
              f"peak_train_mib: {memory} during training only; train_added_mib: that peak minus what was in use when "
              f"training started (activations, gradients, optimizer state); "
@@ -133,12 +166,16 @@ def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
             continue
         lines.append(
             f"{model}: loss check ({c['precision']}) {'passed' if c['passed'] else 'FAILED'}: "
-            f"step-1 loss TRL {c['trl_first_loss']:.6f}, "
-            f"rdo α=0 {c['rdo_alpha0_first_loss']:.6f} (ln 2 = {c['ln2']:.6f}); first {len(c['trl_losses'])} losses "
-            f"differ by at most {c['max_abs_diff']:.2e}; TRL {', '.join(f'{x:.5f}' for x in c['trl_losses'])}"
+            f"step-1 loss TRL {c['trl_first_loss']:.6f}, rdo α=0 {c['rdo_alpha0_first_loss']:.6f}, padded rows "
+            f"{c['rdo_alpha0_padded_first_loss']:.6f} (ln 2 = {c['ln2']:.6f}); first {len(c['trl_losses'])} losses "
+            f"differ by at most {c['max_abs_diff']:.2e} (padded rows {c['padded_max_abs_diff']:.2e}); "
+            f"TRL {', '.join(f'{x:.5f}' for x in c['trl_losses'])}"
         )
         by = {r["framework"]: r for r in rows if r["model"] == model and "error" not in r}
-        a0, a5 = by.get("rdo α=0"), by.get("rdo α=0.5")
+        a0, a5, pad = by.get("rdo α=0"), by.get("rdo α=0.5"), by.get(PADDED_LABEL)
+        if a0 and pad:
+            lines.append(f"{model}: prefix sharing on vs off (α=0): {pad['s_per_step'] / a0['s_per_step']:.2f}x speed, "
+                         f"{round(a0['peak_train_mib'] - pad['peak_train_mib']):+d} MiB peak")
         if a0 and a5:
             lines.append(f"{model}: weights on (α=0.5) vs off (α=0): "
                          f"{a5['s_per_step'] / a0['s_per_step'] - 1:+.1%} s/step, "
@@ -146,17 +183,28 @@ def _summary(rows: list[dict], checks: dict, device: str) -> list[str]:
     return lines
 
 
-def _row(out: dict, warmup: int) -> dict:
-    label = "TRL DPOTrainer" if out["framework"] == "trl" else f"rdo α={out['alpha']:g}"
-    row = {"model": out["model"], "framework": label}
+PADDED_LABEL = "rdo α=0, padded rows"
+
+
+def _label(out: dict) -> str:
+    if out["framework"] == "trl":
+        return "TRL DPOTrainer"
+    return PADDED_LABEL if out.get("prefix_sharing") is False else f"rdo α={out['alpha']:g}"
+
+
+def _row(out: dict, warmup: int, pair_tokens: list[int] | None = None) -> dict:
+    """One table row; tokens/s counts `pair_tokens` (TRL's count of the same batches) when given."""
+    row = {"model": out["model"], "framework": _label(out)}
     if "error" in out:
         return dict(row, error=out["error"])
-    step_s, tokens = steady(out["step_s"], warmup), steady(out["tokens"], warmup)
+    step_s, computed = steady(out["step_s"], warmup), steady(out["tokens"], warmup)
+    pairs = steady(pair_tokens, warmup) if pair_tokens and len(pair_tokens) == len(out["tokens"]) else computed
     row.update(
         s_per_step=median(step_s),
         s_per_step_min=min(step_s),
         cpu_s_per_step=median(steady(out["cpu_s"], warmup)),
-        tokens_per_s=median([n / t for n, t in zip(tokens, step_s)]),
+        tokens_per_s=median([n / t for n, t in zip(pairs, step_s)]),
+        computed_tokens_per_s=median([n / t for n, t in zip(computed, step_s)]),
         peak_train_mib=out["peak_train_mib"],
         train_added_mib=out["peak_train_mib"] - out["at_train_start_mib"],
         peak_process_mib=out["peak_process_mib"],
@@ -164,9 +212,10 @@ def _row(out: dict, warmup: int) -> dict:
         first_loss=out["losses"][0] if out["losses"] else None,
         load_1m=sum(out["load_avg_1m"]) / 2,
     )
-    # Model FLOP utilisation: 6 N per trained token (forward 2N + backward 4N; the reference is precomputed,
-    # so no 2N reference forward per step), attention's T^2 term left out, against this worker's fp32 matmul rate.
-    row["train_gflops"] = 6 * out["n_params_matmul"] * row["tokens_per_s"] / 1e9
+    # Model FLOP utilisation: 6 N per computed token (forward 2N + backward 4N; the reference is precomputed,
+    # so no 2N reference forward per step; a shared prompt is computed, and counted, once), attention's T^2
+    # term left out, against this worker's fp32 matmul rate.
+    row["train_gflops"] = 6 * out["n_params_matmul"] * row["computed_tokens_per_s"] / 1e9
     row["matmul_peak_gflops"] = out["matmul_peak_gflops"]
     row["mfu"] = row["train_gflops"] / out["matmul_peak_gflops"]
     return row
@@ -183,30 +232,42 @@ def _add_ratios(rows: list[dict], model: str) -> None:
         r["memory_vs_trl"] = r["peak_train_mib"] / trl["peak_train_mib"]
 
 
-def _check(by_run: dict, precision: str, n_losses: int = LOSS_STEPS) -> dict:
-    """rdo α=0 must reproduce TRL: first loss = ln 2 in both, equal, and the next losses close."""
+def _check(by_run: dict, precision: str, n_losses: int = LOSS_STEPS, prompt_tokens: int = 0) -> dict:
+    """rdo α=0 must reproduce TRL, with prefix sharing and with padded rows: first loss = ln 2 in all, equal,
+    and the next losses close; the same initial weights and batches (`prompt_tokens` per step fewer computed
+    tokens with prefix sharing)."""
     first_tol, rtol = TOLERANCES[precision]
-    trl, rdo = by_run[("trl", None)], by_run[("rdo", 0.0)]
-    if "error" in trl or "error" in rdo:
+    trl, rdo, padded = by_run[("trl", None, None)], by_run[("rdo", 0.0, True)], by_run[("rdo", 0.0, False)]
+    if any("error" in r for r in (trl, rdo, padded)):
         return {"passed": False, "reason": "a run failed", "trl_error": trl.get("error"),
-                "rdo_error": rdo.get("error")}
-    a, b = trl["losses"][:n_losses], rdo["losses"][:n_losses]
+                "rdo_error": rdo.get("error"), "rdo_padded_error": padded.get("error")}
+    a = trl["losses"][:n_losses]
     ln2 = math.log(2)
-    diffs = [abs(x - y) for x, y in zip(a, b)]
-    rel = [d / abs(x) for d, x in zip(diffs, a)]
-    first_ok = abs(a[0] - ln2) < first_tol and abs(b[0] - ln2) < first_tol and diffs[0] < first_tol
-    rest_ok = all(r < rtol for r in rel[1:])
-    same_weights = trl["weights_checksum"] == rdo["weights_checksum"]
-    same_tokens = trl["tokens"] == rdo["tokens"]
+
+    def agree(run: dict) -> tuple[bool, list[float], list[float]]:
+        b = run["losses"][:n_losses]
+        diffs = [abs(x - y) for x, y in zip(a, b)]
+        rel = [d / abs(x) for d, x in zip(diffs, a)]
+        first_ok = abs(a[0] - ln2) < first_tol and abs(b[0] - ln2) < first_tol and diffs[0] < first_tol
+        return first_ok and all(r < rtol for r in rel[1:]) and len(a) == len(b) == n_losses, diffs, rel
+
+    ok_shared, diffs, rel = agree(rdo)
+    ok_padded, pdiffs, prel = agree(padded)
+    same_weights = trl["weights_checksum"] == rdo["weights_checksum"] == padded["weights_checksum"]
+    same_tokens = trl["tokens"] == padded["tokens"] and rdo["tokens"] == [t - prompt_tokens for t in trl["tokens"]]
     return {
-        "passed": bool(first_ok and rest_ok and same_weights and same_tokens and len(a) == len(b) == n_losses),
+        "passed": bool(ok_shared and ok_padded and same_weights and same_tokens),
         "ln2": ln2,
         "trl_first_loss": a[0],
-        "rdo_alpha0_first_loss": b[0],
+        "rdo_alpha0_first_loss": rdo["losses"][0],
+        "rdo_alpha0_padded_first_loss": padded["losses"][0],
         "trl_losses": a,
-        "rdo_alpha0_losses": b,
+        "rdo_alpha0_losses": rdo["losses"][:n_losses],
+        "rdo_alpha0_padded_losses": padded["losses"][:n_losses],
         "max_abs_diff": max(diffs),
+        "padded_max_abs_diff": max(pdiffs),
         "max_rel_diff_after_step1": max(rel[1:]) if len(rel) > 1 else None,
+        "padded_max_rel_diff_after_step1": max(prel[1:]) if len(prel) > 1 else None,
         "loss_moved": max(abs(x - ln2) for x in a) > 10 * TOLERANCES["fp32"][0],  # not a comparison of constants
         "same_initial_weights": same_weights,
         "same_tokens_per_step": same_tokens,
@@ -295,10 +356,10 @@ def make_rdo(spec, model, tokenizer, rows, timer):
     cfg = AlignConfig(
         **training_args(spec), model_name_or_path=f"synthetic:{spec['model']}", dataset_name=str(data),
         method="dpo", alpha=spec["alpha"], beta=spec["beta"], max_length=spec["max_length"],
-        per_device_eval_batch_size=spec["batch_size"],
+        per_device_eval_batch_size=spec["batch_size"], prefix_sharing=spec["prefix_sharing"],
     )
     method = get_method(cfg.method)
-    collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
+    collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.prefix_sharing)
     features, _ = prepare_features(cfg, method, tokenizer)
     values = compute_reference(model, features, collator, method.ref_step, cfg.per_device_eval_batch_size, cfg.device,
                                autocast=lambda: training_autocast(cfg))  # as `rdo align` does
@@ -391,7 +452,7 @@ def train_one(spec: dict, tokenizer, rows) -> dict:
             "optim", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "bf16",
             "gradient_checkpointing", "train_sampling_strategy", "per_device_train_batch_size", "max_steps",
             "beta", "max_length", "precompute_ref_log_probs", "padding_free", "pad_to_multiple_of", "alpha",
-            "coef_normalize", "dataloader_num_workers")},
+            "coef_normalize", "dataloader_num_workers", "prefix_sharing")},
     }
 
 

@@ -45,8 +45,10 @@ def test_loss_falls_and_model_saves(tiny_model, tmp_path, method):
     # DPO -log sigmoid(0) = ln 2; IPO (0 - 1 / (2 beta))^2 = 1 at beta = 0.5
     step1 = {"dpo": math.log(2), "ipo": 1.0}[method]
     first = logs[0]
-    assert first["rewards/chosen"] == first["rewards/rejected"] == first["rewards/margins"] == 0.0
-    assert first["rewards/accuracies"] == 0.0  # a tie is not a correct ranking
+    # 0 up to fp32 rounding: the reference pass saw these rows in other batches, whose padded length changes
+    # the last bits (prefix-shared rows show it on this data; a tie is not a correct ranking: test_pair_metrics_tie)
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
+        assert first[key] == pytest.approx(0.0, abs=1e-5), key
     assert first["loss/unweighted"] == pytest.approx(step1, abs=1e-6)
     assert first["loss/weighted"] == pytest.approx(step1, abs=1e-6)  # sum(w l) / sum(w): not moved by the weights
     assert first["loss"] == pytest.approx(step1 * first["weights/mean"], rel=1e-5)  # Trainer's loss: mean(w l)
@@ -158,7 +160,10 @@ def test_lora_trains_adapter_and_saves_merged_model(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", synthetic_pairs(32))
     for precompute in (True, False):
         out = tmp_path / f"lora{precompute}"
-        metrics = align(config(tiny_model, data, out, lora_r=4, lora_alpha=8, learning_rate=1e-2, precompute_ref=precompute))
+        # LoRA dropout off: over 12 steps its noise decides whether the loss falls (and which draws a step gets
+        # depends on the batch layout: with --no_prefix_sharing the same seed fell, with prefix sharing it did not)
+        metrics = align(config(tiny_model, data, out, lora_r=4, lora_alpha=8, learning_rate=1e-2, precompute_ref=precompute,
+                               lora_dropout=0.0))
         first, last = first_vs_last([h["loss/unweighted"] for h in metrics["log_history"] if "loss/unweighted" in h])
         assert last < first
         assert (out / "adapter" / "adapter_config.json").exists()

@@ -34,7 +34,7 @@ def test_quick_dpo_benchmark_reports_every_field_and_matching_losses(tmp_path):
         assert machine["versions"][pkg], pkg
 
     dpo = report["benchmarks"]["dpo"]
-    assert [r["framework"] for r in dpo["rows"]] == ["TRL DPOTrainer", "rdo α=0", "rdo α=0.5"]
+    assert [r["framework"] for r in dpo["rows"]] == ["TRL DPOTrainer", "rdo α=0", "rdo α=0, padded rows", "rdo α=0.5"]
     for row in dpo["rows"]:
         assert "error" not in row, row
         for key in ("s_per_step", "s_per_step_min", "cpu_s_per_step", "tokens_per_s", "peak_train_mib", "train_added_mib",
@@ -44,12 +44,17 @@ def test_quick_dpo_benchmark_reports_every_field_and_matching_losses(tmp_path):
         assert len(run["losses"]) == len(run["step_s"]) == dpo["settings"]["steps"]
 
     # the agreement itself, from the raw per-step losses (not the harness's own verdict)
-    runs = {(r["framework"], r["alpha"]): r for r in dpo["runs"] if r["model"] == "tiny"}
-    trl, rdo = runs[("trl", None)]["losses"], runs[("rdo", 0.0)]["losses"]
-    assert len(trl) == len(rdo) >= 5
-    assert abs(trl[0] - math.log(2)) < 1e-4 and abs(rdo[0] - trl[0]) < 1e-5  # step 1: policy = reference in both
-    for step, (a, b) in enumerate(zip(trl, rdo), start=1):
-        assert abs(a - b) <= 1e-3 * abs(a), f"step {step}: TRL {a:.6f} vs rdo α=0 {b:.6f}"
+    runs = {(r["framework"], r["alpha"], r["prefix_sharing"]): r for r in dpo["runs"] if r["model"] == "tiny"}
+    trl = runs[("trl", None, None)]["losses"]
+    for shared in (True, False):  # rdo's default (one [prompt | chosen | rejected] row per pair) and padded rows
+        rdo = runs[("rdo", 0.0, shared)]["losses"]
+        assert len(trl) == len(rdo) >= 5
+        assert abs(trl[0] - math.log(2)) < 1e-4 and abs(rdo[0] - trl[0]) < 1e-5  # step 1: policy = reference in both
+        for step, (a, b) in enumerate(zip(trl, rdo), start=1):
+            assert abs(a - b) <= 1e-3 * abs(a), f"step {step}: TRL {a:.6f} vs rdo α=0 (prefix sharing {shared}) {b:.6f}"
+    # the shared rows computed each prompt once: exactly batch x prompt tokens fewer per step than TRL's count
+    per_step = dpo["settings"]["batch_size"] * dpo["settings"]["prompt_len"]
+    assert runs[("rdo", 0.0, True)]["tokens"] == [t - per_step for t in runs[("trl", None, None)]["tokens"]]
     assert max(abs(x - math.log(2)) for x in trl) > 1e-3  # the losses moved, so agreeing is not agreeing on constants
     check = dpo["checks"]["tiny"]
     assert check["passed"], check

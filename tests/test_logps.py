@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rdo.core.forward import forward_logps
+
 from rdo.core import logps as L
 from rdo.data.collate import prompt_response_batch
 from rdo.tiny import tiny_llama
@@ -50,7 +52,7 @@ def test_chunked_equals_naive_in_values_and_gradients(monkeypatch, chunk_element
 def test_forward_logps_uses_the_verified_chunked_path_and_full_agrees():
     model = tiny_llama(260, seed=2)
     batch = _batch(260, seed=3)
-    chunked, _ = L.forward_logps(model, batch)
+    chunked, _ = forward_logps(model, batch)
     assert L._CHECKED[id(model.get_output_embeddings().weight)] is True
     full, _ = L.full_logps(model, batch)
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
@@ -105,7 +107,7 @@ def test_one_row_check_runs_without_dropout_and_keeps_the_mode():
     model.train()
     model.model.layers[0].eval()  # a mixed state is restored module by module
     batch = _batch(260, seed=8)
-    L.forward_logps(model, batch)
+    forward_logps(model, batch)
     assert L._CHECKED[id(model.get_output_embeddings().weight)] is True
     assert model.training and model.model.layers[1].training and not model.model.layers[0].training
 
@@ -133,7 +135,7 @@ def test_a_model_that_rescales_its_logits_falls_back_to_them():
         num_key_value_heads=2, head_dim=16, final_logit_softcapping=0.05, pad_token_id=0))
     batch = _batch(260, seed=6)
     assert not torch.allclose(L.chunked_logps(model, batch)[0], _naive(model, batch)[0], atol=1e-3)  # soft-capping missed
-    got, _ = L.forward_logps(model, batch)
+    got, _ = forward_logps(model, batch)
     assert L._CHECKED[id(model.get_output_embeddings().weight)] is False
     torch.testing.assert_close(got, _naive(model, batch)[0], rtol=1e-5, atol=1e-5)
 

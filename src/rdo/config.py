@@ -92,6 +92,14 @@ class TruncationOptions:
 
 
 @dataclass
+class BatchLayoutOptions:
+    """How sequences are laid out in a batch: layouts that give the same numbers as padded rows, with less work."""
+
+    prefix_sharing: bool = arg(True, "One [prompt | chosen | rejected] sequence per pair (rrhf: [prompt | y_1 | ... | y_K]), so the prompt is computed once: rdo align's steps and reference pass (dpo/ipo/simpo/rrhf; kto keeps padded rows), rdo train-rm's steps (not with --cache_frozen). Exact; checked once per model against padded rows, used where the attention takes the mask (else one warning, then padded rows). --no-prefix-sharing: padded prompt+response rows.")
+    padding_free: bool = arg(False, "Pack each batch's sequences into one row (same commands as --prefix_sharing), back to back, with a block attention mask and position ids restarting per sequence: no padding (exact, checked as --prefix_sharing is). Off by default: on CPU it measured slower than prefix-shared rows (the mask is dense over the packed row); FlashAttention's varlen kernels are not wired in yet.")
+
+
+@dataclass
 class TrainerDefaults:
     """Trainer options whose defaults differ from transformers' (listed before TrainingArguments, so they win)."""
 
@@ -144,7 +152,7 @@ class ReliabilityArgs:
 
 
 @dataclass
-class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, CoefficientOptions, ReliabilityArgs, TrainingArguments):
+class AlignConfig(BatchLayoutOptions, TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOptions, DtypeOptions, EvalDatasetOptions, DatasetOptions, CoefficientOptions, ReliabilityArgs, TrainingArguments):
     """`rdo align`: offline preference optimisation (DPO/IPO/RRHF/KTO/SimPO/ODPO/MMPO/RPO) with reward difference coefficients."""
 
     model_name_or_path: str | None = arg(None, "Policy model: a local folder or a hub id.", content="model", revision="model_revision")
@@ -285,7 +293,7 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
 
 
 @dataclass
-class TrainRMConfig(_ScorerTrainConfig):
+class TrainRMConfig(BatchLayoutOptions, _ScorerTrainConfig):
     """`rdo train-rm`: a pointwise Bradley–Terry reward model r(x, y) on any causal LM (paper Eq. 3)."""
 
     margin_column: str = arg("margin", "Optional per-row column m for the loss -log σ(r_w - r_l - m); ignored when the data has no such column.")
@@ -343,6 +351,7 @@ class ScoreConfig(ScorerRunOptions, AttentionOptions, DtypeOptions, DatasetOptio
     overwrite: bool = arg(False, "Discard shards of an earlier, different run instead of refusing to mix them.")
     keep_shards: bool = arg(False, "Keep <output>.shards/ after the output is complete.")
     weight_column: str | None = arg(None, "Also write each pair's final training weight (R^α after the R <= 0 policy and normalisation, as `rdo align` computes it with the same --alpha / --coef_* options; 0 = dropped) to this column, for training elsewhere. Ranked rows get a K x K list.")
+    prefix_sharing: bool = arg(True, "Reward models: score a row's responses in one [prompt | y_1 | ... | y_K] sequence, the prompt computed once (exact; checked once against padded rows, else one warning and padded rows). --no-prefix-sharing: one sequence per response.")
 
     def __post_init__(self):
         if self.weight_column is None:

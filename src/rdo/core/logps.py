@@ -145,37 +145,57 @@ def _sum_by_row(token_logps: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Te
     return sums, keep.sum(1).to(token_logps.dtype)  # (N,), (N,)
 
 
+def head_logps(model, inputs: dict, keep: torch.Tensor, targets: torch.Tensor, chunked: bool,
+               src: torch.Tensor | None = None) -> torch.Tensor:
+    """(M,) fp32 log-probs of `targets` from one forward of `model(**inputs)`.
+
+    `keep` (N, T) bool marks the positions whose output is needed; token m is predicted by the
+    `src[m]`-th kept position in row-major order (default: the m-th; prefix sharing reads a prompt's
+    last position once per response). `chunked`: the LM head applied here in chunks (`LinearLogProb`),
+    else the model's own logits at the kept positions, log-softmaxed in fp32 rows.
+    """
+    if chunked:
+        head = _unwrap(model).get_output_embeddings()
+        with _captured_head(head) as box:
+            model(**inputs, use_cache=False, logits_to_keep=keep)
+        if len(box) != 1:
+            raise RuntimeError(f"the LM head ran {len(box)} times in one forward")
+        hidden, autocast_on, autocast_dtype = box[0]
+        if hidden.dim() == 3:  # the model ignored the boolean mask: select the positions here
+            hidden = hidden[keep]
+        if src is not None:
+            hidden = hidden[src]  # (M, H); backward sums a shared position's gradients
+        with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_on):
+            return linear_logprobs(hidden, head.weight, getattr(head, "bias", None), targets)
+    try:
+        logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (K, V)
+        if logits.dim() != 2:
+            raise TypeError("logits_to_keep mask not applied")
+    except TypeError:  # a model without boolean logits_to_keep: all positions, then select
+        logits = model(**inputs, use_cache=False).logits[keep]
+    if not targets.numel():
+        return logits.new_zeros(0).float()
+    rows = torch.arange(targets.shape[0], device=targets.device) if src is None else src
+    return torch.cat([torch.log_softmax(logits[r].float(), -1).gather(-1, t[:, None]).squeeze(-1)
+                      for r, t in zip(rows.split(4096), targets.split(4096))])
+
+
+def _padded_inputs(batch: dict) -> dict:
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
 def full_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's own logits at the response positions, then an fp32 log-softmax per row."""
     keep = _keep_mask(batch["loss_mask"])
     targets = batch["input_ids"][:, 1:][batch["loss_mask"][:, 1:].bool()]  # (K,)
-    try:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                       logits_to_keep=keep).logits  # (K, V)
-        if logits.dim() != 2:
-            raise TypeError("logits_to_keep mask not applied")
-    except TypeError:  # a model without boolean logits_to_keep: all positions, then select
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[keep]
-    token_logps = torch.cat([torch.log_softmax(c.float(), -1).gather(-1, t[:, None]).squeeze(-1)
-                             for c, t in zip(logits.split(4096), targets.split(4096))]) if targets.numel() else logits.new_zeros(0).float()
-    return _sum_by_row(token_logps, keep)
+    return _sum_by_row(head_logps(model, _padded_inputs(batch), keep, targets, chunked=False), keep)
 
 
 def chunked_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The head applied only at response positions, in chunks, inside `LinearLogProb`."""
     keep = _keep_mask(batch["loss_mask"])
     targets = batch["input_ids"][:, 1:][batch["loss_mask"][:, 1:].bool()]  # (K,)
-    head = _unwrap(model).get_output_embeddings()
-    with _captured_head(head) as box:
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep)
-    if len(box) != 1:
-        raise RuntimeError(f"the LM head ran {len(box)} times in one forward")
-    hidden, autocast_on, autocast_dtype = box[0]
-    if hidden.dim() == 3:  # the model ignored the boolean mask: select the positions here
-        hidden = hidden[keep]
-    with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_on):
-        token_logps = linear_logprobs(hidden, head.weight, getattr(head, "bias", None), targets)
-    return _sum_by_row(token_logps, keep)
+    return _sum_by_row(head_logps(model, _padded_inputs(batch), keep, targets, chunked=True), keep)
 
 
 def _chunked_allowed(model) -> bool:
@@ -218,11 +238,6 @@ def _verified(model, batch: dict) -> bool:
     return _CHECKED[key]
 
 
-def forward_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward over `batch` -> (summed response log-probs, response lengths), both (N,) fp32.
-
-    `batch["loss_mask"]` is 1 on response tokens; position t predicts token t + 1.
-    """
-    if os.environ.get("RDO_LOGPS", "chunked") == "chunked" and _chunked_allowed(model) and _verified(model, batch):
-        return chunked_logps(model, batch)
-    return full_logps(model, batch)
+def use_chunked(model, batch: dict) -> bool:
+    """Whether `model`'s log-probs go through the chunked head (checked once per model on a padded `batch`)."""
+    return os.environ.get("RDO_LOGPS", "chunked") == "chunked" and _chunked_allowed(model) and _verified(model, batch)

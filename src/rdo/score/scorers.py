@@ -41,7 +41,9 @@ from pathlib import Path
 import torch
 
 from rdo.data.chat import assistant_turn_end, end_of_turn_ids, special_ids
-from rdo.data.collate import pad_sequences
+from rdo.core import prefix
+from rdo.core.logps import _unwrap
+from rdo.data.collate import grouped_batch, pad_sequences
 from rdo.data.tokenize import Encoder, Truncation
 
 log = logging.getLogger(__name__)
@@ -259,6 +261,48 @@ def head_modules(model) -> list:
     return [m for m in base.children() if m is not backbone]
 
 
+def scores_of(model, batch: dict) -> torch.Tensor:
+    """One forward -> the head's output at each row's last non-pad token, (N,) float32.
+
+    A prefix-shared batch (it has `segment_ids`) gives each response's score in the padded rows' order,
+    once the shared layout matched padded rows on this model (else from padded rows rebuilt from it).
+    """
+    if "segment_ids" in batch:
+        pad_id = _unwrap(model).config.pad_token_id
+        if prefix.verified(_SHARED_CHECKED, _unwrap(model).get_input_embeddings().weight, model, batch,
+                           lambda one: shared_scores(model, one), lambda one: scores_of(model, prefix.unshare(one, pad_id)),
+                           lambda a, b: bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4))):
+            return shared_scores(model, batch)
+        batch = prefix.unshare(batch, pad_id)
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0].float()
+
+
+_SHARED_CHECKED: dict[int, bool] = {}  # id(input embedding) -> shared scores matched padded rows on this scorer
+
+
+def shared_scores(model, batch: dict) -> torch.Tensor:
+    """(U,) the score head's output at each response's last token of a prefix-shared batch, in unit order.
+
+    The head runs at every position (one output each: cheap) and is read where each response ends;
+    the model's own pooling (the row's last non-pad token) is not used.
+    """
+    box = []
+    handle = head_modules(_unwrap(model))[0].register_forward_hook(lambda module, args, out: box.append(out))
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=prefix.model_attention_mask(model, batch),
+              position_ids=batch["position_ids"], use_cache=False)
+    finally:
+        handle.remove()
+    seg, units = batch["segment_ids"], batch["response_units"]
+    ends = torch.zeros_like(seg, dtype=torch.bool)  # (B, T) the last token of each response segment
+    ends[:, :-1] = (seg[:, :-1] > 0) & (seg[:, :-1] != seg[:, 1:])
+    ends[:, -1] = seg[:, -1] > 0
+    rows, cols = ends.nonzero(as_tuple=True)
+    out = box[-1][rows, cols, 0].float()  # (U,) in row-major order
+    order = units[rows, seg[rows, cols] - 1]
+    return out.new_zeros(out.shape).index_copy(0, order, out)
+
+
 def decoder_layers(model) -> torch.nn.ModuleList:
     """The backbone's stack of transformer blocks (Llama `layers`, GPT-2 `h`, ...): the ModuleList whose
     length is `config.num_hidden_layers`.
@@ -330,6 +374,17 @@ class Scorer:
         ids, mask = pad_sequences(seqs, self.pad_id)
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False).logits
         return logits[:, 0].float().cpu()  # (N,)
+
+    @torch.inference_mode()
+    def forward_shared(self, prefixes: list[list[int]], suffixes: list[list[list[int]]]) -> torch.Tensor:
+        """Scores of the sequences prefixes[b] + suffixes[b][j], one [prefix | suffix_1 | ...] row per b:
+        (sum of suffix counts,) float32 on the CPU, group by group (rdo.core.prefix; a reward model only)."""
+        starts = [0]
+        for s in suffixes:
+            starts.append(starts[-1] + len(s))
+        batch = grouped_batch(prefixes, suffixes, [list(range(a, b)) for a, b in zip(starts, starts[1:])], self.pad_id,
+                              prefix_sharing=True)
+        return scores_of(self.model, {k: v.to(self.device) for k, v in batch.items()}).float().cpu()
 
 
 def load_scorer(path: str, device: str = "auto", torch_dtype: str = "auto",

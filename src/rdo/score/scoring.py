@@ -160,18 +160,27 @@ def batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> list[ra
 
 
 def score_rows(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, dup_rows: set[int],
-               batch_size: int, bar=None, source: str = "data", max_batch_tokens: int | None = None) -> list[dict]:
-    """Score `recs` with length-sorted batches; one entry per record: {rdo_row, cols, diag} or {rdo_row, skipped}."""
+               batch_size: int, bar=None, source: str = "data", max_batch_tokens: int | None = None,
+               prefix_sharing: bool = False) -> list[dict]:
+    """Score `recs` with length-sorted batches; one entry per record: {rdo_row, cols, diag} or {rdo_row, skipped}.
+
+    `prefix_sharing` (reward models): a row's sequences go through one `[prefix | rest_1 | ... | rest_K]`
+    sequence, the prefix their longest common one (the prompt, at least): exact, as a reward model reads
+    each sequence's last token only.
+    """
     per_row = row_sequences(scorer, recs, kind, symmetrize, dup_rows, source)
-    flat = [(r, key, ids) for r, seqs in enumerate(per_row) if not isinstance(seqs, DataError) for key, ids in seqs]
-    flat.sort(key=lambda t: len(t[2]), reverse=True)  # longest first: an OOM shows up at once
     values: list[dict] = [{} for _ in recs]
-    for idx in batches([len(t[2]) for t in flat], batch_size, scorer.batch_tokens(max_batch_tokens)):
-        batch = flat[idx.start : idx.stop]
-        for (r, key, _), v in zip(batch, scorer.forward([ids for _, _, ids in batch]).tolist()):
-            values[r][key] = v
-        if bar is not None:
-            bar.update(len(batch))
+    if prefix_sharing and scorer.kind == "reward":
+        _score_shared(scorer, per_row, values, batch_size, bar, max_batch_tokens)
+    else:
+        flat = [(r, key, ids) for r, seqs in enumerate(per_row) if not isinstance(seqs, DataError) for key, ids in seqs]
+        flat.sort(key=lambda t: len(t[2]), reverse=True)  # longest first: an OOM shows up at once
+        for idx in batches([len(t[2]) for t in flat], batch_size, scorer.batch_tokens(max_batch_tokens)):
+            batch = flat[idx.start : idx.stop]
+            for (r, key, _), v in zip(batch, scorer.forward([ids for _, _, ids in batch]).tolist()):
+                values[r][key] = v
+            if bar is not None:
+                bar.update(len(batch))
     out = []
     for rec, seqs, vals in zip(recs, per_row, values):
         if isinstance(seqs, DataError):
@@ -180,6 +189,29 @@ def score_rows(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, du
         cols, diag = combine(scorer.kind, kind, responses_of(rec, kind)[1], vals, symmetrize)
         out.append({"rdo_row": rec["rdo_row"], "cols": cols, "diag": diag})
     return out
+
+
+def _score_shared(scorer: Scorer, per_row: list, values: list[dict], batch_size: int, bar, max_batch_tokens) -> None:
+    """`score_rows` with each row's sequences sharing their common prefix; fills `values[r][key]`."""
+    groups = []  # (r, keys, prefix, rests, tokens)
+    for r, seqs in enumerate(per_row):
+        if isinstance(seqs, DataError) or not seqs:
+            continue
+        ids = [s for _, s in seqs]
+        n = min(len(s) for s in ids) - 1  # every rest keeps at least its last token, where the score is read
+        common = next((i for i in range(n) if len({s[i] for s in ids}) > 1), n)
+        rests = [s[common:] for s in ids]
+        groups.append((r, [k for k, _ in seqs], ids[0][:common], rests, common + sum(len(x) for x in rests)))
+    groups.sort(key=lambda g: g[4], reverse=True)  # longest first: an OOM shows up at once
+    per_forward = max(1, batch_size // max((len(g[1]) for g in groups), default=1))  # --batch_size counts sequences
+    for idx in batches([g[4] for g in groups], per_forward, scorer.batch_tokens(max_batch_tokens)):
+        batch = groups[idx.start : idx.stop]
+        scores = iter(scorer.forward_shared([g[2] for g in batch], [g[3] for g in batch]).tolist())
+        for r, keys, *_ in batch:
+            for key in keys:
+                values[r][key] = next(scores)
+        if bar is not None:
+            bar.update(sum(len(g[1]) for g in batch))
 
 
 def n_sequences(rec: dict, kind: str, scorer_kind: str, symmetrize: bool, dup: bool = False) -> int:
@@ -324,7 +356,8 @@ def _score_into_shards(cfg, scorer: Scorer, recs, kind, dup_rows, shards: Shards
     start, done_pairs = time.perf_counter(), 0
     for chunk in todo:
         name = f"{prefix}-{digest([r['rdo_row'] for r in chunk])[:12]}"  # named by its rows: unique across resumes
-        entries = score_rows(scorer, chunk, kind, cfg.symmetrize, dup_rows, cfg.batch_size, bar, cfg.dataset_name, cfg.max_batch_tokens)
+        entries = score_rows(scorer, chunk, kind, cfg.symmetrize, dup_rows, cfg.batch_size, bar, cfg.dataset_name, cfg.max_batch_tokens,
+                             cfg.prefix_sharing)
         shards.write(name, entries)
         done_pairs += sum(len(comparisons(responses_of(r, kind)[1], False)) for r in chunk)
         bar.set_postfix(pairs_per_s=f"{done_pairs / (time.perf_counter() - start):.1f}")

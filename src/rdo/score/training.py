@@ -23,12 +23,12 @@ from transformers import set_seed
 from rdo.core import losses as L
 from rdo.config import TrainDiffConfig, TrainRMConfig
 from rdo.data import DataError, load_records
-from rdo.data.collate import pad_sequences
+from rdo.data.collate import grouped_batch, pad_sequences
 from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
 from rdo.data.formats import CHAT_KEY
-from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names,
+from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names, scores_of,
                          decoder_layers, resolve_template, train_only_top, use_scorer_pad)
 from rdo.train.trainer import MetricsTrainer
 
@@ -89,10 +89,12 @@ def difference_features(pairs: list[dict], encoder: DifferenceEncoder, source: s
 
 
 class RewardCollator:
-    """Rows [0, B) prompt+chosen, rows [B, 2B) prompt+rejected: one concatenated forward."""
+    """Rows [0, B) prompt+chosen, rows [B, 2B) prompt+rejected: one concatenated forward; or prefix-shared /
+    padding-free rows (rdo.data.collate.grouped_batch) whose scores come back in the same (2B,) order."""
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1):
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1, prefix_sharing: bool = False, padding_free: bool = False):
         self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+        self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
 
     @staticmethod
     def sequences(features: list[dict]) -> list[list[int]]:
@@ -100,9 +102,16 @@ class RewardCollator:
         return [f["prompt_ids"] + f[k] for f in features for k in ("chosen_ids", "rejected_ids")]
 
     def __call__(self, features: list[dict]) -> dict:
-        seqs = [f["prompt_ids"] + f["chosen_ids"] for f in features] + [f["prompt_ids"] + f["rejected_ids"] for f in features]
-        ids, mask = pad_sequences(seqs, self.pad_id, self.multiple_of)  # (2B, T)
-        batch = {"input_ids": ids, "attention_mask": mask, "rdo_row": torch.tensor([f["rdo_row"] for f in features])}
+        if self.prefix_sharing or self.padding_free:
+            n = len(features)
+            batch = grouped_batch([f["prompt_ids"] for f in features], [[f["chosen_ids"], f["rejected_ids"]] for f in features],
+                                  [[b, n + b] for b in range(n)], self.pad_id, self.multiple_of,
+                                  self.prefix_sharing, self.padding_free)
+        else:
+            seqs = [f["prompt_ids"] + f["chosen_ids"] for f in features] + [f["prompt_ids"] + f["rejected_ids"] for f in features]
+            ids, mask = pad_sequences(seqs, self.pad_id, self.multiple_of)  # (2B, T)
+            batch = {"input_ids": ids, "attention_mask": mask}
+        batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features])
         if "margin" in features[0]:
             batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)  # (B,)
         return batch
@@ -158,11 +167,6 @@ class DifferenceCollator:
 
 
 # --- losses on model outputs -------------------------------------------------------------------
-
-def scores_of(model, batch: dict) -> torch.Tensor:
-    """One forward -> the head's output at each row's last non-pad token, (N,) float32."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0].float()
-
 
 def reward_step(args, model, batch) -> tuple[torch.Tensor, dict]:
     chosen, rejected = scores_of(model, batch).chunk(2)  # (B,), (B,)
@@ -361,7 +365,13 @@ def _train(cfg, kind: str) -> dict:
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
     if kind == "reward":
-        collator, step = RewardCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of), reward_step
+        # --cache_frozen replays the frozen layers per padded sequence: it keeps padded rows
+        share = not cfg.cache_frozen
+        if cfg.cache_frozen and (cfg.prefix_sharing or cfg.padding_free):
+            log.info("--cache_frozen replays padded rows: training without --prefix_sharing / --padding_free")
+        collator = RewardCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.prefix_sharing and share,
+                                  cfg.padding_free and share)
+        step = reward_step
     else:
         collator, step = DifferenceCollator(diff_encoder, tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.seed), difference_step
 

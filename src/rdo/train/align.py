@@ -113,7 +113,7 @@ def align(cfg: AlignConfig) -> dict:
         check_config(checkpoint, cfg)
     method = get_method(cfg.method)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code, cfg.model_revision)
-    collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
+    collator = method.make_collator(tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.prefix_sharing, cfg.padding_free)
 
     features, report = prepare_features(cfg, method, tokenizer)
     precomputed = method.needs_reference and cfg.precompute_ref

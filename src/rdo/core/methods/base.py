@@ -29,7 +29,7 @@ class Method:
     name: str
     data_kinds: tuple[str, ...]  # canonical record kinds it trains on; the first is native, others are converted
     batch_fields: tuple[str, ...]  # batch keys `step` reads; its collator must produce them
-    make_collator: Callable[[int, int], Callable]  # (pad_id, pad_to_multiple_of) -> collator
+    make_collator: Callable[..., Callable]  # (pad_id, pad_to_multiple_of, prefix_sharing=False, padding_free=False) -> collator
     step: Callable  # (args, model, batch, reference) -> StepOutput
     needs_reference: bool = False
     ref_columns: tuple[str, ...] = ()  # per-row reference values cached by precomputation

@@ -21,7 +21,7 @@ import torch
 from rdo.core import losses as L
 from rdo.data.collate import UnpairedCollator
 from rdo.data.convert import assign_kl_completions
-from rdo.core.logps import forward_logps
+from rdo.core.forward import forward_logps
 from rdo.core.methods.base import Method, StepOutput
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def kto_prepare(features: list[dict], cfg) -> list[dict]:
 
 
 KTO = Method(
-    "kto", ("unpaired", "pair"), BATCH_FIELDS, lambda pad_id, multiple_of: UnpairedCollator(pad_id, multiple_of),
+    "kto", ("unpaired", "pair"), BATCH_FIELDS, lambda pad_id, multiple_of, prefix_sharing=False, padding_free=False: UnpairedCollator(pad_id, multiple_of),
     kto_step, needs_reference=True, ref_columns=("ref_logps", "ref_kl_logps"), ref_step=kto_reference,
     prepare=kto_prepare, options=("beta", "kto_desirable_weight", "kto_undesirable_weight"),
 )

@@ -1,6 +1,8 @@
 """Pairwise methods on (prompt, chosen, rejected): DPO, IPO (with a reference) and SimPO (without).
 
-Chosen and rejected go through the policy in one concatenated forward (rows [0, B) and [B, 2B)).
+Chosen and rejected go through the policy in one concatenated forward (rows [0, B) and [B, 2B)),
+or, with prefix sharing, one `[prompt | chosen | rejected]` row per pair whose log-probs come back
+in the same (2B,) order (rdo.core.prefix); the steps below read either.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import torch
 
 from rdo.core import losses as L
 from rdo.data.collate import PairCollator
-from rdo.core.logps import forward_logps
+from rdo.core.forward import forward_logps
 from rdo.core.methods.base import Method, StepOutput
 
 PAIR_FIELDS = ("input_ids", "attention_mask", "loss_mask", "rdo_weight")
@@ -67,8 +69,8 @@ def simpo_step(args, model, batch, reference) -> StepOutput:
     return StepOutput(losses, w, _pair_metrics(cr, rr, sum_chosen, sum_rejected, w))
 
 
-def _pair_collator(pad_id: int, multiple_of: int):
-    return PairCollator(pad_id, multiple_of)
+def _pair_collator(pad_id: int, multiple_of: int, prefix_sharing: bool = False, padding_free: bool = False):
+    return PairCollator(pad_id, multiple_of, prefix_sharing, padding_free)
 
 
 DPO = Method("dpo", ("pair",), PAIR_FIELDS, _pair_collator, dpo_step,

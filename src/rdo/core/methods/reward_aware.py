@@ -13,7 +13,7 @@ normalisation) still multiplies each loss in the trainer's one reduction. Pairs 
 from __future__ import annotations
 
 from rdo.core import losses as L
-from rdo.core.logps import forward_logps
+from rdo.core.forward import forward_logps
 from rdo.core.methods.base import Method, StepOutput
 from rdo.core.methods.pairwise import PAIR_FIELDS, REF_COLUMNS, _pair_collator, _pair_metrics, pair_reference
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from rdo.core import losses as L
 from rdo.data.collate import RankedCollator
-from rdo.core.logps import forward_logps
+from rdo.core.forward import forward_logps
 from rdo.core.methods.base import Method, StepOutput
 
 BATCH_FIELDS = ("input_ids", "attention_mask", "loss_mask", "response_mask", "scores", "rdo_weight")
@@ -45,6 +45,7 @@ def rrhf_step(args, model, batch, reference) -> StepOutput:
 
 
 RRHF = Method(
-    "rrhf", ("ranked", "pair"), BATCH_FIELDS, lambda pad_id, multiple_of: RankedCollator(pad_id, multiple_of), rrhf_step,
+    "rrhf", ("ranked", "pair"), BATCH_FIELDS, lambda pad_id, multiple_of, prefix_sharing=False, padding_free=False: RankedCollator(
+        pad_id, multiple_of, prefix_sharing, padding_free), rrhf_step,
     options=("rrhf_length_penalty", "rrhf_sft_weight"),
 )
