@@ -65,7 +65,8 @@ def test_cache_replay_bug_is_caught(tiny_model, tmp_path, common, caplog, monkey
     the weights are those of a plain run (a cache installed anyway would train on neighbours' states)."""
     from rdo.score.frozen_cache import FrozenCache
 
-    plain = _train("rm", tmp_path / "plain", train_top_layers=1, **common)
+    # --cache_frozen trains on padded rows (even when its check fails): the plain run it must equal does too
+    plain = _train("rm", tmp_path / "plain", train_top_layers=1, prefix_sharing=False, **common)
     real = FrozenCache._replay
 
     def shifted(self, hidden_states, *args, **kwargs):
@@ -93,7 +94,7 @@ def test_cache_is_filled_and_checked_in_train_mode(tiny_model, tmp_path, common,
         return model
 
     monkeypatch.setattr(training, "build_scorer_model", with_train_only_shift)
-    plain = _train("rm", tmp_path / "plain", train_top_layers=1, **common)
+    plain = _train("rm", tmp_path / "plain", train_top_layers=1, prefix_sharing=False, **common)  # the cache's layout
     with caplog.at_level("INFO", logger="rdo"):
         cached = _train("rm", tmp_path / "cached", train_top_layers=1, cache_frozen=True, **common)
     assert "replay checked" in caplog.text and "without the cache" not in caplog.text
