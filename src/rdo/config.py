@@ -187,6 +187,7 @@ class AlignConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelLoadOpti
 # --- scorers: reward model, difference model, scoring, accuracy ---------------------------------
 
 SCORER_TEMPLATES = ("paper", "chat")  # or any string with {x}, {y1} and {y2}; see rdo.score.scorers
+SCORER_POOLINGS = ("last", "mean")  # what the score head reads; see rdo.score.scorers
 RANK_WITH = ("data", "reward", "difference")
 
 
@@ -199,6 +200,7 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
     freeze_backbone: bool = arg(False, "Train only the new score head on the frozen backbone (a linear probe: no backward through the LM).")
     cache_frozen: bool = arg(False, "With --freeze_backbone / --train_top_layers: compute the frozen layers' output once per sequence and replay it every epoch, so an epoch costs the trained layers only (memory: tokens x hidden size x 4 bytes).")
     train_top_layers: int = arg(0, "Train only the head and the top N transformer layers (and the final norm); the embeddings and lower layers stay frozen, so the backward pass stops at layer L-N. 0: train every layer.")
+    pooling: str = arg("last", "What the head reads: last (the paper: the last token's final hidden state) or mean (the mean over the response's tokens; a difference model: y1's mean minus y2's). Recorded in rdo.json, so scoring uses it.", choices=list(SCORER_POOLINGS))
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-5, "Peak learning rate of the backbone (the paper: 1e-5).")
     num_train_epochs: float = arg(1.0, "Epochs (the paper trains scorers for one).")
@@ -222,6 +224,8 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
             raise ValueError("--train_top_layers chooses which layers train: drop --freeze_backbone / --lora_r")
         if self.cache_frozen and not (self.freeze_backbone or self.train_top_layers):
             raise ValueError("--cache_frozen replays frozen layers: add --freeze_backbone or --train_top_layers N")
+        if self.pooling not in SCORER_POOLINGS:
+            raise ValueError(f"--pooling {self.pooling!r}: use last (the paper's head on the last token) or mean (over the response's tokens)")
         if self.cache_frozen and not self.disable_dropout:
             raise ValueError("--cache_frozen needs --disable_dropout: with dropout on, the frozen layers' output changes every epoch")
         self.truncation  # validates max_length / max_prompt_length now, with their messages

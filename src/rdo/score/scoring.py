@@ -42,7 +42,7 @@ from rdo.config import ScoreConfig
 from rdo.data import DataError, load_records
 from rdo.data.formats import CHAT_KEY
 from rdo.data.io import read_rows
-from rdo.score.scorers import Scorer, load_scorer
+from rdo.score.scorers import Scorer, load_scorer, response_span
 from rdo.utils.shards import Shards
 
 log = logging.getLogger("rdo.score")
@@ -66,7 +66,8 @@ def comparisons(scores: list[float], symmetrize: bool) -> list[tuple[int, int]]:
 
 
 def row_sequences(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, dup_rows: set[int], source: str):
-    """Token ids to score for each record: a list (one per record) of [(key, ids)], or a DataError.
+    """Token ids to score for each record: a list (one per record) of [(key, ids, spans)], or a DataError
+    (spans: what `--pooling mean` reads, `rdo.score.scorers.pool_weights`).
 
     Reward models see exactly `rdo align`'s ids (`Encoder`: BOS rule, response ends, truncation);
     difference models the template of `DifferenceEncoder`, built on the same encoder.
@@ -84,7 +85,7 @@ def row_sequences(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool,
             pos += len(ys)
             try:
                 p, fitted = enc.fit(enc.with_bos(x), [enc.ended(y, chat) for y in ids], (source, rec["rdo_row"]))
-                out.append([(("s", k), p + y) for k, y in enumerate(fitted)])
+                out.append([(("s", k), p + y, response_span(len(p), len(y))) for k, y in enumerate(fitted)])
             except DataError as err:
                 out.append(err)
         cuts = enc.cuts
@@ -94,9 +95,9 @@ def row_sequences(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool,
         for rec, (_, scores), x, ids in zip(recs, resp, xs, ys_ids):
             pairs = comparisons(scores, symmetrize)
             where = (source, rec["rdo_row"])  # cuts are counted once per row, on its first comparison
-            seqs = [(("f", a, b), enc.assemble(x, ids[a], ids[b], where if i == 0 else None)) for i, (a, b) in enumerate(pairs)]
+            seqs = [(("f", a, b), *enc.assemble_pooled(x, ids[a], ids[b], where if i == 0 else None)) for i, (a, b) in enumerate(pairs)]
             if rec["rdo_row"] in dup_rows:
-                seqs.append((("dup",), enc.assemble(x, ids[0], ids[0])))
+                seqs.append((("dup",), *enc.assemble_pooled(x, ids[0], ids[0])))
             out.append(seqs)
         cuts = enc.base.cuts
     if cuts.prompts or cuts.responses:
@@ -160,12 +161,12 @@ def score_rows(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, du
                batch_size: int, bar=None, source: str = "data", max_batch_tokens: int | None = None) -> list[dict]:
     """Score `recs` with length-sorted batches; one entry per record: {rdo_row, cols, diag} or {rdo_row, skipped}."""
     per_row = row_sequences(scorer, recs, kind, symmetrize, dup_rows, source)
-    flat = [(r, key, ids) for r, seqs in enumerate(per_row) if not isinstance(seqs, DataError) for key, ids in seqs]
+    flat = [(r, key, ids, spans) for r, seqs in enumerate(per_row) if not isinstance(seqs, DataError) for key, ids, spans in seqs]
     flat.sort(key=lambda t: len(t[2]), reverse=True)  # longest first: an OOM shows up at once
     values: list[dict] = [{} for _ in recs]
     for idx in batches([len(t[2]) for t in flat], batch_size, scorer.batch_tokens(max_batch_tokens)):
         batch = flat[idx.start : idx.stop]
-        for (r, key, _), v in zip(batch, scorer.forward([ids for _, _, ids in batch]).tolist()):
+        for (r, key, _, _), v in zip(batch, scorer.forward([t[2] for t in batch], [t[3] for t in batch]).tolist()):
             values[r][key] = v
         if bar is not None:
             bar.update(len(batch))
