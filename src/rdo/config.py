@@ -620,6 +620,8 @@ class DemoConfig:
     test_prompts: int | None = arg(None, "Use only the first N held-out prompts; default: the preset's (smollm2: all 64).")
     dpo_pairs: int | None = arg(None, "DPO trains on the first N noisy training pairs; default: the preset's (smollm2: 96).")
     stop_after: str | None = arg(None, "Stop after this stage (data, train-rm, train-diff, score, align, generate); the report holds what ran.", choices=list(DEMO_STAGES))
+    validation: bool = arg(False, "Evaluate on validation prompts instead of the held-out ones (which are then not read): the last 48 training prompts, every pair of their answers; the first 144 train. For choosing settings.")
+    recipe: str | None = arg(None, 'JSON overrides of the preset, for trying settings with --validation: {"rm": {...}, "diff": {...}, "align": {...}} update those commands\' fields, other keys the preset\'s (e.g. "dpo_pairs", "pairing").')
 
     def __post_init__(self):
         if self.preset not in DEMO_PRESETS:
@@ -631,5 +633,13 @@ class DemoConfig:
         for name in ("train_prompts", "test_prompts", "dpo_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 raise ValueError(f"--{name} {getattr(self, name)} must be >= 2 (or unset for the preset's size)")
+        if self.recipe is not None:
+            import json
+
+            try:
+                if not isinstance(json.loads(self.recipe), dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                raise ValueError(f"--recipe {self.recipe!r}: expected a JSON object such as '{{\"rm\": {{\"pooling\": \"mean\"}}}}' ({e})") from None
         if self.stop_after is not None and self.stop_after not in DEMO_STAGES:
             raise ValueError(f"--stop_after {self.stop_after!r}: choose one of {DEMO_STAGES}")

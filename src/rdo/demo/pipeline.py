@@ -45,6 +45,7 @@ class Preset:
     diff: dict = field(default_factory=dict)
     align: dict = field(default_factory=dict)
     batch_size: int = 16  # generation and scoring
+    pairing: str = "all"  # the training pairs of each prompt's candidates (pairs_of): scorers train on these
     bf16: bool = False  # mixed precision for training, bf16 weights for scoring and generation (fast on CPUs with AMX)
 
 
@@ -77,60 +78,95 @@ METHODS = {"dpo": ("rm", 0.0), "dpo+rc (reward model)": ("rm", None), "dpo+rc (d
 
 # --- 1. labels ---------------------------------------------------------------------------------
 
-def _pair(row: dict, k: int, prompt: str, chosen: str, rejected: str, gold_c: float, gold_r: float, **extra) -> dict:
+VALIDATION_PROMPTS = 48  # --validation: the last 48 of the 192 training prompts evaluate, the first 144 train
+
+
+def _pair(row: dict, k: str, prompt: str, chosen: str, rejected: str, gold_c: float, gold_r: float, **extra) -> dict:
     # ids are unique per pair (rdo refuses duplicated ids); prompt_id groups a prompt's pairs
     return {"id": f"{row['id']}-{k}", "prompt_id": row["id"], "prompt": [{"role": "user", "content": prompt}],
             "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
             "gold_chosen": gold_c, "gold_rejected": gold_r, **extra}
 
 
-def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int) -> tuple[dict[str, list[dict]], dict]:
-    """Noisy training pairs, DPO's subset of them, and held-out pairs ordered by the gold reward.
+PAIRINGS = ("all", "disjoint", "cycle")
 
-    Training: each prompt's candidates (0, 1) and (2, 3) make two disjoint pairs, labelled by one
-    Bradley-Terry draw each. Held-out: the cycle of distinct candidates (0, 1), (1, 2), (2, 3), (3, 0)
-    (every answer in two pairs; the two diagonals are left out to save scoring time), chosen = the one
+
+def pairs_of(n: int, pairing: str) -> list[tuple[int, int]]:
+    """Index pairs of n candidates: every pair (i < j), the disjoint (0, 1), (2, 3), ..., or the cycle
+    (0, 1), (1, 2), ..., (n-1, 0) (every answer in two pairs)."""
+    if pairing == "all":
+        return [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if pairing == "disjoint":
+        return [(i, i + 1) for i in range(0, n - 1, 2)]
+    if pairing == "cycle":
+        return [(i, (i + 1) % n) for i in range(n if n > 2 else 1)]
+    raise ValueError(f"pairing {pairing!r}: expected one of {PAIRINGS}")
+
+
+def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int, validation: bool = False) -> tuple[dict[str, list[dict]], dict]:
+    """Noisy training pairs, DPO's subset of them, and evaluation pairs ordered by the gold reward.
+
+    Training: the pairs `preset.pairing` makes of each prompt's distinct candidates, labelled by one
+    Bradley-Terry draw each. DPO: the disjoint pairs (0, 1), (2, 3) of the first prompts, selected by id
+    (so DPO sees each of those prompts' answers once, with the labels the scorers saw). Evaluation: the
+    held-out prompts' cycle (0, 1), (1, 2), (2, 3), (3, 0) (every answer in two pairs), chosen = the one
     with the higher gold reward (the noise-free preference); gold ties have no true order and are
-    counted, not used.
+    counted, not used. `validation`: the held-out prompts are not read; the last `VALIDATION_PROMPTS`
+    training prompts take their place (every pair of theirs), the others train.
     """
     from rdo.demo.task import bt_label, p_wrong, vader_reward
 
     rng = random.Random(seed)
-    train = [r for r in rows if r["split"] == "train"][: preset.train_prompts]
-    test = [r for r in rows if r["split"] == "test"][: preset.test_prompts]
-    stats = {"label_noise_tau": tau, "train_prompts": len(train), "test_prompts": len(test),
-             "identical_skipped": 0, "gold_ties_train": 0, "wrong_labels": 0, "expected_wrong": 0.0, "gold_ties_test": 0}
-    pairs = []
+    train = [r for r in rows if r["split"] == "train"]
+    if validation:
+        train, test = train[:-VALIDATION_PROMPTS], train[-VALIDATION_PROMPTS:]
+    else:
+        test = [r for r in rows if r["split"] == "test"]
+    train, test = train[: preset.train_prompts], test[: preset.test_prompts]
+    stats = {"label_noise_tau": tau, "train_prompts": len(train), "test_prompts": len(test), "validation": validation,
+             "pairing": preset.pairing, "identical_skipped": 0, "gold_ties_train": 0, "wrong_labels": 0, "expected_wrong": 0.0,
+             "gold_ties_test": 0}
+    pairs, dpo_ids = [], []
     for r in train:
-        ys = r["responses"]
-        for k, (a, b) in enumerate(zip(ys[0::2], ys[1::2])):
-            if a == b:
-                stats["identical_skipped"] += 1
-                continue
+        ys = list(dict.fromkeys(r["responses"]))  # distinct answers, first-seen order
+        stats["identical_skipped"] += len(r["responses"]) - len(ys)
+        disjoint = set(pairs_of(len(ys), "disjoint"))
+        for i, j in pairs_of(len(ys), preset.pairing):
+            a, b = ys[i], ys[j]
             ga, gb = vader_reward(r["prompt"], a), vader_reward(r["prompt"], b)
             a_wins = bt_label(ga, gb, tau, rng)
             (c, gc), (w, gw) = ((a, ga), (b, gb)) if a_wins else ((b, gb), (a, ga))
             stats["gold_ties_train"] += ga == gb
             stats["wrong_labels"] += gc < gw
             stats["expected_wrong"] += p_wrong(ga, gb, tau) if ga != gb else 0.0
-            pairs.append(_pair(r, k, r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
+            pairs.append(_pair(r, f"{i}{j}", r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
+            if (i, j) in disjoint:
+                dpo_ids.append(pairs[-1]["id"])
+    dpo_ids = set(dpo_ids[: preset.dpo_pairs])
     heldout = []
     for r in test:
-        ys = list(dict.fromkeys(r["responses"]))  # distinct answers, first-seen order
-        cycle = [(i, (i + 1) % len(ys)) for i in range(len(ys) if len(ys) > 2 else 1)]
-        for k, (i, j) in enumerate(cycle):
+        ys = list(dict.fromkeys(r["responses"]))
+        for i, j in pairs_of(len(ys), "all" if validation else "cycle"):
             gi, gj = vader_reward(r["prompt"], ys[i]), vader_reward(r["prompt"], ys[j])
             if gi == gj:
                 stats["gold_ties_test"] += 1
                 continue
             (c, gc), (w, gw) = ((ys[i], gi), (ys[j], gj)) if gi > gj else ((ys[j], gj), (ys[i], gi))
-            heldout.append(_pair(r, k, r["prompt"], c, w, gc, gw))
+            heldout.append(_pair(r, f"{i}{j}", r["prompt"], c, w, gc, gw))
     untied = len(pairs) - stats["gold_ties_train"]
-    stats |= {"train_pairs": len(pairs), "dpo_pairs": min(preset.dpo_pairs, len(pairs)), "heldout_pairs": len(heldout),
+    stats |= {"train_pairs": len(pairs), "dpo_pairs": len(dpo_ids), "heldout_pairs": len(heldout),
               "wrong_label_share": stats["wrong_labels"] / untied if untied else None,
               "expected_wrong_share": stats["expected_wrong"] / untied if untied else None}
-    return {"scorer_train": pairs, "dpo_train": pairs[: preset.dpo_pairs], "heldout_true": heldout,
+    return {"scorer_train": pairs, "dpo_train": [q for q in pairs if q["id"] in dpo_ids], "heldout_true": heldout,
             "test_prompts": [{"id": r["id"], "prompt": r["prompt"]} for r in test]}, stats
+
+
+def rows_with_ids(path: Path, ids: set[str]) -> list[str]:
+    """The lines of a jsonl file whose row id is in `ids` (DPO's pairs out of a file scored for all pairs)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["id"] in ids]
+    if len(lines) != len(ids):
+        raise ValueError(f"{path}: expected the {len(ids)} rows of DPO's pairs, found {len(lines)}")
+    return lines
 
 
 # --- 6-7. generation and the gold reward: `rdo generate` and `rdo eval reward --reward_fn` ---------
@@ -201,7 +237,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sizes = {k: getattr(cfg, k) for k in ("train_prompts", "test_prompts", "dpo_pairs") if getattr(cfg, k) is not None}
-    preset = dataclasses.replace(PRESETS[cfg.preset], **sizes)
+    preset = with_recipe(dataclasses.replace(PRESETS[cfg.preset], **sizes), json.loads(cfg.recipe) if cfg.recipe else {})
     model = model_for(cfg.preset, out)
     if cfg.regenerate_data:
         return regenerate(model, cfg.candidates or CANDIDATES)
@@ -216,7 +252,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     results: dict = {}
 
     def data():
-        splits, stats = make_pairs(load_candidates(cfg.candidates or CANDIDATES), preset, cfg.label_noise, cfg.seed)
+        splits, stats = make_pairs(load_candidates(cfg.candidates or CANDIDATES), preset, cfg.label_noise, cfg.seed, cfg.validation)
         for k, rows in splits.items():
             atomic.write_jsonl(p[k], rows)
         return stats
@@ -239,9 +275,9 @@ def run_demo(cfg: DemoConfig) -> dict:
             source = p["dpo_train"] if cfg.folds == 1 else p["scorer_train"]
             result = score(ScoreConfig(scorer=str(out / kind), dataset_name=str(source), output=str(scored), folds=cfg.folds,
                                        seed=cfg.seed, device="cpu", overwrite=True, batch_size=preset.batch_size, dup_check_rows=0, torch_dtype=weights))
-            if cfg.folds > 1:
-                rows = scored.read_text().splitlines()[: results["data"]["dpo_pairs"]]
-                atomic.write_text(scored, "\n".join(rows) + "\n")
+            if cfg.folds > 1:  # keep DPO's pairs, found by id
+                dpo_ids = {json.loads(line)["id"] for line in p["dpo_train"].read_text().splitlines() if line.strip()}
+                atomic.write_text(scored, "\n".join(rows_with_ids(scored, dpo_ids)) + "\n")
             return result
         return run
 
@@ -274,7 +310,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         t, c = time.time(), time.process_time()
         results[name] = fn()
         seconds[name], cpu_seconds[name] = round(time.time() - t, 1), round(time.process_time() - c, 1)
-    report = {"preset": cfg.preset, "precision": "bf16" if bf16 else "fp32", "seed": cfg.seed, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
+    report = {"preset": cfg.preset, "precision": "bf16" if bf16 else "fp32", "cpu": cpu_name(), "seed": cfg.seed,
+              "validation": cfg.validation, "recipe": json.loads(cfg.recipe) if cfg.recipe else None, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
               "labels": results["data"],
               "accuracy": {k: _accuracy(results[f"train-{k}"]) for k in ("rm", "diff") if f"train-{k}" in results},
               "train_R": {k: r_agreement(out / f"data/scored_{k}.jsonl") for k in ("rm", "diff") if f"score {k}" in results},
@@ -289,6 +326,19 @@ def run_demo(cfg: DemoConfig) -> dict:
     return report
 
 
+def with_recipe(preset: Preset, recipe: dict) -> Preset:
+    """The preset with `--recipe` overrides: {"rm": {...}, "diff": {...}, "align": {...}} update those
+    commands' settings, any other key a preset field (e.g. "dpo_pairs", "pairing")."""
+    changes = {}
+    for key, value in recipe.items():
+        if key not in {f.name for f in dataclasses.fields(Preset)}:
+            raise ValueError(f"--recipe: {key!r} is not a preset field ({', '.join(f.name for f in dataclasses.fields(Preset))})")
+        changes[key] = {**getattr(preset, key), **value} if key in ("rm", "diff", "align") else value
+    if changes.get("pairing", preset.pairing) not in PAIRINGS:
+        raise ValueError(f"--recipe: pairing {changes['pairing']!r}: expected one of {PAIRINGS}")
+    return dataclasses.replace(preset, **changes)
+
+
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16): there the demo's forward passes run
     2.5x faster than in fp32 (measured on SmolLM2); elsewhere bf16 is emulated and slower than fp32."""
@@ -296,6 +346,19 @@ def native_bf16() -> bool:
 
     checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
     return any(check is not None and check() for check in checks)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else the platform's word): bf16 kernels, and so the numbers, differ by CPU."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def torch_threads() -> int:
