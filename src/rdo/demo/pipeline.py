@@ -46,6 +46,7 @@ class Preset:
     align: dict = field(default_factory=dict)
     batch_size: int = 16  # generation and scoring
     pairing: str = "all"  # the training pairs of each prompt's candidates (pairs_of): scorers train on these
+    diff_pairing: str | None = None  # the difference model's, a subset of those (its input holds both answers: 4 sequences a pair); None: the same
     bf16: bool = False  # mixed precision for training, bf16 weights for scoring and generation (fast on CPUs with AMX)
 
 
@@ -107,7 +108,7 @@ def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int, validati
     """Noisy training pairs, DPO's subset of them, and evaluation pairs ordered by the gold reward.
 
     Training: the pairs `preset.pairing` makes of each prompt's distinct candidates, labelled by one
-    Bradley-Terry draw each. DPO: the disjoint pairs (0, 1), (2, 3) of the first prompts, selected by id
+    Bradley-Terry draw each; the difference model trains on those of `preset.diff_pairing`. DPO: the disjoint pairs (0, 1), (2, 3) of the first prompts, selected by id
     (so DPO sees each of those prompts' answers once, with the labels the scorers saw). Evaluation: the
     held-out prompts' cycle (0, 1), (1, 2), (2, 3), (3, 0) (every answer in two pairs), chosen = the one
     with the higher gold reward (the noise-free preference); gold ties have no true order and are
@@ -126,11 +127,12 @@ def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int, validati
     stats = {"label_noise_tau": tau, "train_prompts": len(train), "test_prompts": len(test), "validation": validation,
              "pairing": preset.pairing, "identical_skipped": 0, "gold_ties_train": 0, "wrong_labels": 0, "expected_wrong": 0.0,
              "gold_ties_test": 0}
-    pairs, dpo_ids = [], []
+    pairs, dpo_ids, diff_ids = [], [], set()
     for r in train:
         ys = list(dict.fromkeys(r["responses"]))  # distinct answers, first-seen order
         stats["identical_skipped"] += len(r["responses"]) - len(ys)
         disjoint = set(pairs_of(len(ys), "disjoint"))
+        for_diff = set(pairs_of(len(ys), preset.diff_pairing or preset.pairing))
         for i, j in pairs_of(len(ys), preset.pairing):
             a, b = ys[i], ys[j]
             ga, gb = vader_reward(r["prompt"], a), vader_reward(r["prompt"], b)
@@ -142,6 +144,8 @@ def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int, validati
             pairs.append(_pair(r, f"{i}{j}", r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
             if (i, j) in disjoint:
                 dpo_ids.append(pairs[-1]["id"])
+            if (i, j) in for_diff:
+                diff_ids.add(pairs[-1]["id"])
     dpo_ids = set(dpo_ids[: preset.dpo_pairs])
     heldout = []
     for r in test:
@@ -154,10 +158,11 @@ def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int, validati
             (c, gc), (w, gw) = ((ys[i], gi), (ys[j], gj)) if gi > gj else ((ys[j], gj), (ys[i], gi))
             heldout.append(_pair(r, f"{i}{j}", r["prompt"], c, w, gc, gw))
     untied = len(pairs) - stats["gold_ties_train"]
-    stats |= {"train_pairs": len(pairs), "dpo_pairs": len(dpo_ids), "heldout_pairs": len(heldout),
+    stats |= {"train_pairs": len(pairs), "diff_pairs": len(diff_ids), "dpo_pairs": len(dpo_ids), "heldout_pairs": len(heldout),
               "wrong_label_share": stats["wrong_labels"] / untied if untied else None,
               "expected_wrong_share": stats["expected_wrong"] / untied if untied else None}
-    return {"scorer_train": pairs, "dpo_train": [q for q in pairs if q["id"] in dpo_ids], "heldout_true": heldout,
+    return {"scorer_train": pairs, "diff_train": [q for q in pairs if q["id"] in diff_ids],
+            "dpo_train": [q for q in pairs if q["id"] in dpo_ids], "heldout_true": heldout,
             "test_prompts": [{"id": r["id"], "prompt": r["prompt"]} for r in test]}, stats
 
 
@@ -242,12 +247,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     if cfg.regenerate_data:
         return regenerate(model, cfg.candidates or CANDIDATES)
 
-    p = {k: out / f"data/{k}.jsonl" for k in ("scorer_train", "dpo_train", "heldout_true", "test_prompts")}
+    p = {k: out / f"data/{k}.jsonl" for k in ("scorer_train", "diff_train", "dpo_train", "heldout_true", "test_prompts")}
     common = dict(model_name_or_path=str(model), seed=cfg.seed, **CPU)
     bf16 = preset.bf16 and native_bf16()
     if preset.bf16 and not bf16:
         log.warning("this CPU has no native bf16 (AMX / AVX512-BF16): running in float32, slower and with other numbers")
-    scorer_common = dict(common, dataset_name=str(p["scorer_train"]), bf16=bf16)
+    scorer_common = dict(common, bf16=bf16)
+    scorer_data = {"rm": p["scorer_train"], "diff": p["diff_train"]}
     weights = "bfloat16" if bf16 else "float32"  # scoring and generation
     results: dict = {}
 
@@ -260,7 +266,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     def scorer_stage(kind: str):
         def run():
             train, config = (train_rm, TrainRMConfig) if kind == "rm" else (train_diff, TrainDiffConfig)
-            train(config(output_dir=str(out / kind), **scorer_common, **getattr(preset, kind)))
+            train(config(output_dir=str(out / kind), dataset_name=str(scorer_data[kind]), **scorer_common, **getattr(preset, kind)))
             return eval_accuracy(EvalAccuracyConfig(scorer=str(out / kind), dataset_name=str(p["heldout_true"]),
                                                     output=str(out / f"{kind}_accuracy.json"), bootstrap=2000, seed=cfg.seed,
                                                     num_bins=3, device="cpu", batch_size=preset.batch_size, torch_dtype=weights))
@@ -272,7 +278,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             # scorer pairs are scored by K scorers each trained on the other folds, and DPO's pairs kept.
             scored = out / f"data/scored_{kind}.jsonl"
             shutil.rmtree(scored.with_name(scored.name + ".folds"), ignore_errors=True)  # `rdo score` reuses fold models found there
-            source = p["dpo_train"] if cfg.folds == 1 else p["scorer_train"]
+            source = p["dpo_train"] if cfg.folds == 1 else scorer_data[kind]
             result = score(ScoreConfig(scorer=str(out / kind), dataset_name=str(source), output=str(scored), folds=cfg.folds,
                                        seed=cfg.seed, device="cpu", overwrite=True, batch_size=preset.batch_size, dup_check_rows=0, torch_dtype=weights))
             if cfg.folds > 1:  # keep DPO's pairs, found by id
@@ -334,8 +340,9 @@ def with_recipe(preset: Preset, recipe: dict) -> Preset:
         if key not in {f.name for f in dataclasses.fields(Preset)}:
             raise ValueError(f"--recipe: {key!r} is not a preset field ({', '.join(f.name for f in dataclasses.fields(Preset))})")
         changes[key] = {**getattr(preset, key), **value} if key in ("rm", "diff", "align") else value
-    if changes.get("pairing", preset.pairing) not in PAIRINGS:
-        raise ValueError(f"--recipe: pairing {changes['pairing']!r}: expected one of {PAIRINGS}")
+    for key in ("pairing", "diff_pairing"):
+        if changes.get(key, getattr(preset, key)) not in (*PAIRINGS, None):
+            raise ValueError(f"--recipe: {key} {changes[key]!r}: expected one of {PAIRINGS}")
     return dataclasses.replace(preset, **changes)
 
 
@@ -400,13 +407,20 @@ def verdict(ci: list[float] | None) -> str:
 def format_report(r: dict) -> str:
     lab = r["labels"]
     share = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+    held = "validation" if r.get("validation") else "held-out"
+    diff_pairs = f" (the difference model on {lab['diff_pairs']} of them)" if lab.get("diff_pairs", lab["train_pairs"]) != lab["train_pairs"] else ""
     lines = [
-        f"RDO demo ({r['preset']}, seed {r['seed']}): {lab['train_pairs']} noisy training pairs from {lab['train_prompts']} prompts "
+        f"RDO demo ({r['preset']}, seed {r['seed']}{', VALIDATION run' if r.get('validation') else ''}): "
+        f"{lab['train_pairs']} noisy training pairs from {lab['train_prompts']} prompts{diff_pairs} "
         f"(label noise tau = {r['label_noise']}: {share(lab['wrong_label_share'])} of the labels are wrong, "
-        f"{share(lab['expected_wrong_share'])} expected; {lab['gold_ties_train']} gold ties), DPO on the first {lab['dpo_pairs']}; "
-        f"{lab['test_prompts']} held-out prompts, {lab['heldout_pairs']} held-out pairs ordered by the gold reward.",
+        f"{share(lab['expected_wrong_share'])} expected; {lab['gold_ties_train']} gold ties), DPO on {lab['dpo_pairs']} of them "
+        f"(two disjoint pairs from each of the first prompts); {lab['test_prompts']} {held} prompts, "
+        f"{lab['heldout_pairs']} {held} pairs ordered by the gold reward.",
+        f"Ran on: {r.get('cpu', 'unknown CPU')}, {r.get('precision', 'fp32')}, {r['threads']} torch threads "
+        "(bf16 kernels differ across CPUs: another CPU kind gives other numbers for the same seed)."
+        + (f" Recipe overrides: {json.dumps(r['recipe'])}" if r.get("recipe") else ""),
         "",
-        "Scorer accuracy against the true (noise-free) preference on the held-out pairs (cf. the paper's Table 4):",
+        f"Scorer accuracy against the true (noise-free) preference on the {held} pairs (cf. the paper's Table 4):",
         "",
         "| scorer | accuracy | 95% CI | pairs | above chance? |",
         "|---|---|---|---|---|",
@@ -426,7 +440,7 @@ def format_report(r: dict) -> str:
     if gold is None:
         return "\n".join(lines + ["", f"(stopped after {list(r['seconds'])[-1]}) Stage times (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items())])
     paired = {d["a"]: d for d in gold["paired"]}
-    lines += ["", f"Mean gold reward (VADER) of greedy answers to the {lab['test_prompts']} held-out prompts (cf. the paper's Table 1; "
+    lines += ["", f"Mean gold reward (VADER) of greedy answers to the {lab['test_prompts']} {held} prompts (cf. the paper's Table 1; "
               f"α = {r['alpha']}{', cross-fitted scores' if r['folds'] > 1 else ''}):", "",
               "| model | mean gold reward | 95% CI | vs DPO: mean diff | 95% CI | reading |", "|---|---|---|---|---|---|"]
     for w in gold["rewards"]:
