@@ -112,6 +112,27 @@ def test_gold_rewards_means_and_paired_differences(tmp_path):
     assert d["ci95"][0] <= d["mean_diff"] <= d["ci95"][1]
 
 
+def test_validation_split_never_reads_the_heldout_prompts():
+    from rdo.demo.candidates import load_candidates
+    from rdo.demo.pipeline import PRESETS, VALIDATION_PROMPTS, make_pairs
+
+    rows = load_candidates()
+    train_ids = [r["id"] for r in rows if r["split"] == "train"]
+    test_ids = {r["id"] for r in rows if r["split"] == "test"}
+    splits, stats = make_pairs(rows, PRESETS["smollm2"], 0.3, 0, validation=True)
+    assert {q["prompt_id"] for q in splits["scorer_train"]} == set(train_ids[:-VALIDATION_PROMPTS])
+    assert {q["prompt_id"] for q in splits["heldout_true"]} <= set(train_ids[-VALIDATION_PROMPTS:])  # (a prompt can be all gold ties)
+    assert {q["id"] for q in splits["test_prompts"]} == set(train_ids[-VALIDATION_PROMPTS:]) and not test_ids & set(train_ids)
+    # validation: every pair of a prompt's distinct answers, gold ties left out
+    assert stats["heldout_pairs"] + stats["gold_ties_test"] == VALIDATION_PROMPTS * 6
+    # DPO: the disjoint pairs of the first prompts, by id, with the labels the scorers saw
+    by_id = {q["id"]: q for q in splits["scorer_train"]}
+    dpo = splits["dpo_train"]
+    assert len(dpo) == PRESETS["smollm2"].dpo_pairs and all(by_id[q["id"]] == q and q["id"].endswith(("-01", "-23")) for q in dpo)
+    normal, _ = make_pairs(rows, PRESETS["smollm2"], 0.3, 0)
+    assert {q["prompt_id"] for q in normal["heldout_true"]} <= test_ids
+
+
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -136,15 +157,16 @@ def test_tiny_demo_end_to_end_is_deterministic(tmp_path):
     # labels: wrong ones recounted from the texts with the gold reward
     train = _read(out / "data" / "scorer_train.jsonl")
     wrong = sum(vader_reward(None, t["chosen"]) < vader_reward(None, t["rejected"]) for t in train)
-    assert r["labels"]["wrong_labels"] == wrong and r["labels"]["train_pairs"] == len(train) == 24
-    assert _read(out / "data" / "dpo_train.jsonl") == train[:12]
+    assert r["labels"]["wrong_labels"] == wrong and r["labels"]["train_pairs"] == len(train) == 12 * 6  # every pair of 4 answers
+    dpo = _read(out / "data" / "dpo_train.jsonl")
+    assert dpo == [t for t in train if t["id"].endswith(("-01", "-23"))][:12]  # the disjoint pairs of the first 6 prompts
     held = _read(out / "data" / "heldout_true.jsonl")
     assert held and all(vader_reward(None, h["chosen"]) > vader_reward(None, h["rejected"]) for h in held)
     assert r["accuracy"]["rm"]["n_pairs"] == r["accuracy"]["diff"]["n_pairs"] == len(held)
 
     # DPO+rc runs were weighted by their scorer's R, plain DPO was not
     scored = _read(out / "data" / "scored_diff.jsonl")
-    assert len(scored) == 12 and all("rdo_reward_diff" in s for s in scored)
+    assert [s["id"] for s in scored] == [d["id"] for d in dpo] and all("rdo_reward_diff" in s for s in scored)
     assert r["coefficients"]["dpo"]["policy"]["alpha"] == 0 and r["coefficients"]["dpo+rc (difference model)"]["policy"]["alpha"] == 0.5
 
     # gold means and paired differences recomputed from the generations
@@ -159,3 +181,18 @@ def test_tiny_demo_end_to_end_is_deterministic(tmp_path):
         assert d["b"] == "dpo"
         assert d["mean_diff"] == pytest.approx(sum(a - b for a, b in zip(gold[d["a"]], gold["dpo"])) / 6)
     assert "| dpo+rc (difference model) |" in tables[0] and "95% CI" in tables[0]
+
+
+def test_recipe_overrides_update_one_command_and_are_checked():
+    from rdo.config import DemoConfig
+    from rdo.demo.pipeline import PRESETS, with_recipe
+
+    base = PRESETS["smollm2"]
+    p = with_recipe(base, {"rm": {"pooling": "last"}, "dpo_pairs": 8, "pairing": "disjoint"})
+    assert p.rm == {**base.rm, "pooling": "last"} and p.diff == base.diff and (p.dpo_pairs, p.pairing) == (8, "disjoint")
+    with pytest.raises(ValueError, match="'rms' is not a preset field"):
+        with_recipe(base, {"rms": {}})
+    with pytest.raises(ValueError, match="pairing 'some'"):
+        with_recipe(base, {"pairing": "some"})
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        DemoConfig(recipe="[1]")

@@ -39,7 +39,7 @@ def test_train_top_layers_freezes_embeddings_and_lower_layers(tiny_model, tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["rm", "diff"])
-@pytest.mark.parametrize("frozen", [dict(freeze_backbone=True), dict(train_top_layers=1)])
+@pytest.mark.parametrize("frozen", [dict(freeze_backbone=True), dict(train_top_layers=1), dict(train_top_layers=1, pooling="mean")])
 def test_cache_frozen_trains_the_same_model(tmp_path, common, kind, frozen, caplog):
     """Three epochs with the frozen layers replayed = three epochs running them: same weights, same losses.
 

@@ -202,7 +202,9 @@ def test_reward_model_inputs_are_the_policy_ids(llama3_tok):
     want = enc.encode(record, "pair", "data.jsonl")
     scorer = SimpleNamespace(kind="reward", encoder=enc)
     got = row_sequences(scorer, [record], "pair", True, set(), "data.jsonl")
-    assert got == [[(("s", 0), want["prompt_ids"] + want["chosen_ids"]), (("s", 1), want["prompt_ids"] + want["rejected_ids"])]]
+    n = len(want["prompt_ids"])
+    assert got == [[(("s", 0), want["prompt_ids"] + want["chosen_ids"], [(n, n + len(want["chosen_ids"]), 1.0)]),
+                    (("s", 1), want["prompt_ids"] + want["rejected_ids"], [(n, n + len(want["rejected_ids"]), 1.0)])]]
 
 
 def test_difference_model_bos_comes_from_the_one_rule(llama3_tok):

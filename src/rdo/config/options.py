@@ -150,6 +150,7 @@ class ReliabilityArgs:
 # --- scorers ---
 
 SCORER_TEMPLATES = ("paper", "chat")  # or any string with {x}, {y1} and {y2}; see rdo.score.scorers
+SCORER_POOLINGS = ("last", "mean")  # what the score head reads; see rdo.score.scorers
 RANK_WITH = ("data", "reward", "difference")
 
 RESERVED_SCORE_COLUMNS = ("rdo_reward_diff", "rdo_score_chosen", "rdo_score_rejected", "rdo_scores", "rdo_fold", "scores", "scores_original")

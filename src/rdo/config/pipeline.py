@@ -96,10 +96,12 @@ class DemoConfig:
     folds: int = arg(1, "Cross-fitting for `rdo score`: K > 1 scores every training pair with scorers that never saw it.")
     candidates: str | None = arg(None, "Candidates file (default: the shipped src/rdo/demo/data/candidates.jsonl).", content="file")
     regenerate_data: bool = arg(False, "Sample the candidates file again from SmolLM2 (minutes), write it to --candidates or the shipped path, and stop.")
-    train_prompts: int | None = arg(None, "Use only the first N training prompts (2 noisy pairs each); default: the preset's (smollm2: all 192).")
+    train_prompts: int | None = arg(None, "Use only the first N training prompts (a noisy pair for every two of their answers); default: the preset's (smollm2: all 192).")
     test_prompts: int | None = arg(None, "Use only the first N held-out prompts; default: the preset's (smollm2: all 64).")
-    dpo_pairs: int | None = arg(None, "DPO trains on the first N noisy training pairs; default: the preset's (smollm2: 96).")
+    dpo_pairs: int | None = arg(None, "DPO trains on N noisy training pairs, two disjoint ones from each of the first prompts; default: the preset's (smollm2: 48).")
     stop_after: str | None = arg(None, "Stop after this stage (data, train-rm, train-diff, score, align, generate); the report holds what ran.", choices=list(DEMO_STAGES))
+    validation: bool = arg(False, "Evaluate on validation prompts instead of the held-out ones (which are then not read): the last 48 training prompts, every pair of their answers; the first 144 train. For choosing settings.")
+    recipe: str | None = arg(None, 'JSON overrides of the preset, for trying settings with --validation: {"rm": {...}, "diff": {...}, "align": {...}} update those commands\' fields, other keys the preset\'s (e.g. "dpo_pairs", "pairing").')
 
     def __post_init__(self):
         if self.preset not in DEMO_PRESETS:
@@ -111,5 +113,13 @@ class DemoConfig:
         for name in ("train_prompts", "test_prompts", "dpo_pairs"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 raise ValueError(f"--{name} {getattr(self, name)} must be >= 2 (or unset for the preset's size)")
+        if self.recipe is not None:
+            import json
+
+            try:
+                if not isinstance(json.loads(self.recipe), dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                raise ValueError(f"--recipe {self.recipe!r}: expected a JSON object such as '{{\"rm\": {{\"pooling\": \"mean\"}}}}' ({e})") from None
         if self.stop_after is not None and self.stop_after not in DEMO_STAGES:
             raise ValueError(f"--stop_after {self.stop_after!r}: choose one of {DEMO_STAGES}")

@@ -9,7 +9,7 @@ from transformers import TrainingArguments
 from rdo.config.options import (
     AttentionOptions, BatchLayoutOptions, CoefficientOptions, DatasetOptions, DtypeOptions, EvalDatasetOptions,
     LoraOptions, ModelLoadOptions, RANK_WITH, RESERVED_SCORE_COLUMNS, ReliabilityArgs, SCORER_TEMPLATES,
-    ScorerRunOptions, TrainerDefaults, TruncationOptions, arg,
+    SCORER_POOLINGS, ScorerRunOptions, TrainerDefaults, TruncationOptions, arg,
 )
 
 
@@ -22,6 +22,7 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
     freeze_backbone: bool = arg(False, "Train only the new score head on the frozen backbone (a linear probe: no backward through the LM).")
     cache_frozen: bool = arg(False, "With --freeze_backbone / --train_top_layers: compute the frozen layers' output once per sequence and replay it every epoch, so an epoch costs the trained layers only (memory: tokens x hidden size x 4 bytes).")
     train_top_layers: int = arg(0, "Train only the head and the top N transformer layers (and the final norm); the embeddings and lower layers stay frozen, so the backward pass stops at layer L-N. 0: train every layer.")
+    pooling: str = arg("last", "What the head reads: last (the paper: the last token's final hidden state) or mean (the mean over the response's tokens; a difference model: y1's mean minus y2's). Recorded in rdo.json, so scoring uses it.", choices=list(SCORER_POOLINGS))
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-5, "Peak learning rate of the backbone (the paper: 1e-5).")
     num_train_epochs: float = arg(1.0, "Epochs (the paper trains scorers for one).")
@@ -45,6 +46,8 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
             raise ValueError("--train_top_layers chooses which layers train: drop --freeze_backbone / --lora_r")
         if self.cache_frozen and not (self.freeze_backbone or self.train_top_layers):
             raise ValueError("--cache_frozen replays frozen layers: add --freeze_backbone or --train_top_layers N")
+        if self.pooling not in SCORER_POOLINGS:
+            raise ValueError(f"--pooling {self.pooling!r}: use last (the paper's head on the last token) or mean (over the response's tokens)")
         if self.cache_frozen and not self.disable_dropout:
             raise ValueError("--cache_frozen needs --disable_dropout: with dropout on, the frozen layers' output changes every epoch")
         self.truncation  # validates max_length / max_prompt_length now, with their messages

@@ -39,37 +39,44 @@ class Preset:
 
     train_prompts: int | None  # None: every training prompt of the task
     test_prompts: int | None
-    dpo_pairs: int  # noisy training pairs DPO trains on (the first ones, the same for every method)
+    dpo_pairs: int  # noisy training pairs DPO trains on (two disjoint ones from each of the first prompts, the same for every method)
     max_new_tokens: int
     rm: dict = field(default_factory=dict)
     diff: dict = field(default_factory=dict)
     align: dict = field(default_factory=dict)
     batch_size: int = 16  # generation and scoring
+    pairing: str = "all"  # the training pairs of each prompt's candidates (pairs_of): scorers train on these
+    diff_pairing: str | None = None  # the difference model's, a subset of those (its input holds both answers: 4 sequences a pair); None: the same
     bf16: bool = False  # mixed precision for training, bf16 weights for scoring and generation (fast on CPUs with AMX)
 
 
-# Scorers (the paper's head on the last token, see docs/results.md for how these were chosen on a
-# validation split of the training prompts, never on the held-out pairs): the lower layers are frozen
-# and their output computed once (--cache_frozen), so many epochs cost little on a 2-core CPU.
-# - reward model: the top 2 of 30 layers and the head train, 10 epochs (validation accuracy 0.559,
-#   against 0.526 for a linear probe on the frozen LM);
-# - difference model: a linear probe on the frozen LM, 20 epochs: training its top layers (2, 4 or 6
-#   of them) reached no more on validation (0.52-0.54) at 2-4x the time.
+# Scorers, chosen on a validation split of the training prompts (`rdo demo --validation`), never on the
+# held-out pairs; see docs/results.md for the table. Both read the mean of the response's final hidden
+# states (--pooling mean), which beat the paper's last-token head on validation; the lower layers are
+# frozen and their output computed once (--cache_frozen).
+# - reward model: every pair of a prompt's 4 answers (6, not 2: answers are cached once, so more pairs
+#   cost only training steps), the top 2 of 30 layers and the head, 3 epochs (validation 0.669);
+# - difference model: a probe (head only) on the disjoint pairs (each pair is four sequences of both
+#   answers, so all 6 pairs would double its cost), head lr 1e-3 and 6 epochs from the validation curve
+#   (the former 1e-2 x 20 epochs over-fitted: 0.551).
+# Policies: a regime in which they move (3 epochs at lr 4e-5, 36 steps on 48 pairs: DPO +0.245 gold reward
+# over the base model on validation; with the former 1 epoch at 1e-5 the seed-0 DPO - base interval
+# included 0), paid for with half the pairs. Whether DPO fits the wrong labels in it was not measured.
 _FIT = dict(per_device_train_batch_size=8, per_device_eval_batch_size=16, lr_scheduler_type="constant",
-            logging_steps=24, cache_frozen=True)
-_RM = dict(_FIT, train_top_layers=2, learning_rate=1e-4, head_learning_rate=1e-3, num_train_epochs=10)
-_DIFF = dict(_FIT, freeze_backbone=True, head_learning_rate=1e-2, num_train_epochs=20, beta0=0.01, beta1=0.01)
-_ALIGN = dict(method="dpo", beta=0.1, learning_rate=1e-5, num_train_epochs=1, lr_scheduler_type="constant",
+            logging_steps=24, cache_frozen=True, pooling="mean")
+_RM = dict(_FIT, train_top_layers=2, learning_rate=1e-4, head_learning_rate=1e-3, num_train_epochs=3)
+_DIFF = dict(_FIT, freeze_backbone=True, head_learning_rate=1e-3, num_train_epochs=6, beta0=0.01, beta1=0.01)
+_ALIGN = dict(method="dpo", beta=0.1, learning_rate=4e-5, num_train_epochs=3, lr_scheduler_type="constant",
               per_device_train_batch_size=4, per_device_eval_batch_size=16, logging_steps=8)
 PRESETS = {
-    "smollm2": Preset(None, None, 96, 32, bf16=True,  # 96 DPO pairs: three DPO runs are ~a fifth of the budget
+    "smollm2": Preset(None, None, 48, 32, bf16=True, pairing="all", diff_pairing="disjoint",
                       rm=dict(_RM, max_length=112, max_prompt_length=64),
                       diff=dict(_DIFF, max_length=160, max_prompt_length=64),
                       align=dict(_ALIGN, max_length=112, max_prompt_length=64)),
-    "tiny": Preset(12, 6, 12, 16,
+    "tiny": Preset(12, 6, 12, 16, pairing="all", diff_pairing="disjoint",
                    rm=dict(_RM, max_length=256, max_prompt_length=96, train_top_layers=1, num_train_epochs=2),
                    diff=dict(_DIFF, max_length=448, max_prompt_length=96, num_train_epochs=2),
-                   align=dict(_ALIGN, max_length=256, max_prompt_length=96, learning_rate=1e-3)),
+                   align=dict(_ALIGN, max_length=256, max_prompt_length=96, learning_rate=1e-3, num_train_epochs=1)),
 }
 CPU = dict(use_cpu=True, report_to="none", disable_tqdm=False, save_strategy="no")
 METHODS = {"dpo": ("rm", 0.0), "dpo+rc (reward model)": ("rm", None), "dpo+rc (difference model)": ("diff", None)}
@@ -77,60 +84,100 @@ METHODS = {"dpo": ("rm", 0.0), "dpo+rc (reward model)": ("rm", None), "dpo+rc (d
 
 # --- 1. labels ---------------------------------------------------------------------------------
 
-def _pair(row: dict, k: int, prompt: str, chosen: str, rejected: str, gold_c: float, gold_r: float, **extra) -> dict:
+VALIDATION_PROMPTS = 48  # --validation: the last 48 of the 192 training prompts evaluate, the first 144 train
+
+
+def _pair(row: dict, k: str, prompt: str, chosen: str, rejected: str, gold_c: float, gold_r: float, **extra) -> dict:
     # ids are unique per pair (rdo refuses duplicated ids); prompt_id groups a prompt's pairs
     return {"id": f"{row['id']}-{k}", "prompt_id": row["id"], "prompt": [{"role": "user", "content": prompt}],
             "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
             "gold_chosen": gold_c, "gold_rejected": gold_r, **extra}
 
 
-def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int) -> tuple[dict[str, list[dict]], dict]:
-    """Noisy training pairs, DPO's subset of them, and held-out pairs ordered by the gold reward.
+PAIRINGS = ("all", "disjoint", "cycle")
 
-    Training: each prompt's candidates (0, 1) and (2, 3) make two disjoint pairs, labelled by one
-    Bradley-Terry draw each. Held-out: the cycle of distinct candidates (0, 1), (1, 2), (2, 3), (3, 0)
-    (every answer in two pairs; the two diagonals are left out to save scoring time), chosen = the one
+
+def pairs_of(n: int, pairing: str) -> list[tuple[int, int]]:
+    """Index pairs of n candidates: every pair (i < j), the disjoint (0, 1), (2, 3), ..., or the cycle
+    (0, 1), (1, 2), ..., (n-1, 0) (every answer in two pairs)."""
+    if pairing == "all":
+        return [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if pairing == "disjoint":
+        return [(i, i + 1) for i in range(0, n - 1, 2)]
+    if pairing == "cycle":
+        return [(i, (i + 1) % n) for i in range(n if n > 2 else 1)]
+    raise ValueError(f"pairing {pairing!r}: expected one of {PAIRINGS}")
+
+
+def make_pairs(rows: list[dict], preset: Preset, tau: float, seed: int, validation: bool = False) -> tuple[dict[str, list[dict]], dict]:
+    """Noisy training pairs, DPO's subset of them, and evaluation pairs ordered by the gold reward.
+
+    Training: the pairs `preset.pairing` makes of each prompt's distinct candidates, labelled by one
+    Bradley-Terry draw each; the difference model trains on those of `preset.diff_pairing`. DPO: the
+    disjoint pairs (0, 1), (2, 3) of the first prompts, selected by id (so DPO sees each of those
+    prompts' answers once, with the labels the scorers saw). Evaluation: the
+    held-out prompts' cycle (0, 1), (1, 2), (2, 3), (3, 0) (every answer in two pairs), chosen = the one
     with the higher gold reward (the noise-free preference); gold ties have no true order and are
-    counted, not used.
+    counted, not used. `validation`: the held-out prompts are not read; the last `VALIDATION_PROMPTS`
+    training prompts take their place (every pair of theirs), the others train.
     """
     from rdo.demo.task import bt_label, p_wrong, vader_reward
 
     rng = random.Random(seed)
-    train = [r for r in rows if r["split"] == "train"][: preset.train_prompts]
-    test = [r for r in rows if r["split"] == "test"][: preset.test_prompts]
-    stats = {"label_noise_tau": tau, "train_prompts": len(train), "test_prompts": len(test),
-             "identical_skipped": 0, "gold_ties_train": 0, "wrong_labels": 0, "expected_wrong": 0.0, "gold_ties_test": 0}
-    pairs = []
+    train = [r for r in rows if r["split"] == "train"]
+    if validation:
+        train, test = train[:-VALIDATION_PROMPTS], train[-VALIDATION_PROMPTS:]
+    else:
+        test = [r for r in rows if r["split"] == "test"]
+    train, test = train[: preset.train_prompts], test[: preset.test_prompts]
+    stats = {"label_noise_tau": tau, "train_prompts": len(train), "test_prompts": len(test), "validation": validation,
+             "pairing": preset.pairing, "identical_skipped": 0, "gold_ties_train": 0, "wrong_labels": 0, "expected_wrong": 0.0,
+             "gold_ties_test": 0}
+    pairs, dpo_ids, diff_ids = [], [], set()
     for r in train:
-        ys = r["responses"]
-        for k, (a, b) in enumerate(zip(ys[0::2], ys[1::2])):
-            if a == b:
-                stats["identical_skipped"] += 1
-                continue
+        ys = list(dict.fromkeys(r["responses"]))  # distinct answers, first-seen order
+        stats["identical_skipped"] += len(r["responses"]) - len(ys)
+        disjoint = set(pairs_of(len(ys), "disjoint"))
+        for_diff = set(pairs_of(len(ys), preset.diff_pairing or preset.pairing))
+        for i, j in pairs_of(len(ys), preset.pairing):
+            a, b = ys[i], ys[j]
             ga, gb = vader_reward(r["prompt"], a), vader_reward(r["prompt"], b)
             a_wins = bt_label(ga, gb, tau, rng)
             (c, gc), (w, gw) = ((a, ga), (b, gb)) if a_wins else ((b, gb), (a, ga))
             stats["gold_ties_train"] += ga == gb
             stats["wrong_labels"] += gc < gw
             stats["expected_wrong"] += p_wrong(ga, gb, tau) if ga != gb else 0.0
-            pairs.append(_pair(r, k, r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
+            pairs.append(_pair(r, f"{i}{j}", r["prompt"], c, w, gc, gw, label_wrong=gc < gw))
+            if (i, j) in disjoint:
+                dpo_ids.append(pairs[-1]["id"])
+            if (i, j) in for_diff:
+                diff_ids.add(pairs[-1]["id"])
+    dpo_ids = set(dpo_ids[: preset.dpo_pairs])
     heldout = []
     for r in test:
-        ys = list(dict.fromkeys(r["responses"]))  # distinct answers, first-seen order
-        cycle = [(i, (i + 1) % len(ys)) for i in range(len(ys) if len(ys) > 2 else 1)]
-        for k, (i, j) in enumerate(cycle):
+        ys = list(dict.fromkeys(r["responses"]))
+        for i, j in pairs_of(len(ys), "all" if validation else "cycle"):
             gi, gj = vader_reward(r["prompt"], ys[i]), vader_reward(r["prompt"], ys[j])
             if gi == gj:
                 stats["gold_ties_test"] += 1
                 continue
             (c, gc), (w, gw) = ((ys[i], gi), (ys[j], gj)) if gi > gj else ((ys[j], gj), (ys[i], gi))
-            heldout.append(_pair(r, k, r["prompt"], c, w, gc, gw))
+            heldout.append(_pair(r, f"{i}{j}", r["prompt"], c, w, gc, gw))
     untied = len(pairs) - stats["gold_ties_train"]
-    stats |= {"train_pairs": len(pairs), "dpo_pairs": min(preset.dpo_pairs, len(pairs)), "heldout_pairs": len(heldout),
+    stats |= {"train_pairs": len(pairs), "diff_pairs": len(diff_ids), "dpo_pairs": len(dpo_ids), "heldout_pairs": len(heldout),
               "wrong_label_share": stats["wrong_labels"] / untied if untied else None,
               "expected_wrong_share": stats["expected_wrong"] / untied if untied else None}
-    return {"scorer_train": pairs, "dpo_train": pairs[: preset.dpo_pairs], "heldout_true": heldout,
+    return {"scorer_train": pairs, "diff_train": [q for q in pairs if q["id"] in diff_ids],
+            "dpo_train": [q for q in pairs if q["id"] in dpo_ids], "heldout_true": heldout,
             "test_prompts": [{"id": r["id"], "prompt": r["prompt"]} for r in test]}, stats
+
+
+def rows_with_ids(path: Path, ids: set[str]) -> list[str]:
+    """The lines of a jsonl file whose row id is in `ids` (DPO's pairs out of a file scored for all pairs)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["id"] in ids]
+    if len(lines) != len(ids):
+        raise ValueError(f"{path}: expected the {len(ids)} rows of DPO's pairs, found {len(lines)}")
+    return lines
 
 
 # --- 6-7. generation and the gold reward: `rdo generate` and `rdo eval reward --reward_fn` ---------
@@ -201,22 +248,23 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sizes = {k: getattr(cfg, k) for k in ("train_prompts", "test_prompts", "dpo_pairs") if getattr(cfg, k) is not None}
-    preset = dataclasses.replace(PRESETS[cfg.preset], **sizes)
+    preset = with_recipe(dataclasses.replace(PRESETS[cfg.preset], **sizes), json.loads(cfg.recipe) if cfg.recipe else {})
     model = model_for(cfg.preset, out)
     if cfg.regenerate_data:
         return regenerate(model, cfg.candidates or CANDIDATES)
 
-    p = {k: out / f"data/{k}.jsonl" for k in ("scorer_train", "dpo_train", "heldout_true", "test_prompts")}
+    p = {k: out / f"data/{k}.jsonl" for k in ("scorer_train", "diff_train", "dpo_train", "heldout_true", "test_prompts")}
     common = dict(model_name_or_path=str(model), seed=cfg.seed, **CPU)
     bf16 = preset.bf16 and native_bf16()
     if preset.bf16 and not bf16:
         log.warning("this CPU has no native bf16 (AMX / AVX512-BF16): running in float32, slower and with other numbers")
-    scorer_common = dict(common, dataset_name=str(p["scorer_train"]), bf16=bf16)
+    scorer_common = dict(common, bf16=bf16)
+    scorer_data = {"rm": p["scorer_train"], "diff": p["diff_train"]}
     weights = "bfloat16" if bf16 else "float32"  # scoring and generation
     results: dict = {}
 
     def data():
-        splits, stats = make_pairs(load_candidates(cfg.candidates or CANDIDATES), preset, cfg.label_noise, cfg.seed)
+        splits, stats = make_pairs(load_candidates(cfg.candidates or CANDIDATES), preset, cfg.label_noise, cfg.seed, cfg.validation)
         for k, rows in splits.items():
             atomic.write_jsonl(p[k], rows)
         return stats
@@ -224,7 +272,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     def scorer_stage(kind: str):
         def run():
             train, config = (train_rm, TrainRMConfig) if kind == "rm" else (train_diff, TrainDiffConfig)
-            train(config(output_dir=str(out / kind), **scorer_common, **getattr(preset, kind)))
+            train(config(output_dir=str(out / kind), dataset_name=str(scorer_data[kind]), **scorer_common, **getattr(preset, kind)))
             return eval_accuracy(EvalAccuracyConfig(scorer=str(out / kind), dataset_name=str(p["heldout_true"]),
                                                     output=str(out / f"{kind}_accuracy.json"), bootstrap=2000, seed=cfg.seed,
                                                     num_bins=3, device="cpu", batch_size=preset.batch_size, torch_dtype=weights))
@@ -236,12 +284,12 @@ def run_demo(cfg: DemoConfig) -> dict:
             # scorer pairs are scored by K scorers each trained on the other folds, and DPO's pairs kept.
             scored = out / f"data/scored_{kind}.jsonl"
             shutil.rmtree(scored.with_name(scored.name + ".folds"), ignore_errors=True)  # `rdo score` reuses fold models found there
-            source = p["dpo_train"] if cfg.folds == 1 else p["scorer_train"]
+            source = p["dpo_train"] if cfg.folds == 1 else scorer_data[kind]
             result = score(ScoreConfig(scorer=str(out / kind), dataset_name=str(source), output=str(scored), folds=cfg.folds,
                                        seed=cfg.seed, device="cpu", overwrite=True, batch_size=preset.batch_size, dup_check_rows=0, torch_dtype=weights))
-            if cfg.folds > 1:
-                rows = scored.read_text().splitlines()[: results["data"]["dpo_pairs"]]
-                atomic.write_text(scored, "\n".join(rows) + "\n")
+            if cfg.folds > 1:  # keep DPO's pairs, found by id
+                dpo_ids = {json.loads(line)["id"] for line in p["dpo_train"].read_text().splitlines() if line.strip()}
+                atomic.write_text(scored, "\n".join(rows_with_ids(scored, dpo_ids)) + "\n")
             return result
         return run
 
@@ -274,7 +322,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         t, c = time.time(), time.process_time()
         results[name] = fn()
         seconds[name], cpu_seconds[name] = round(time.time() - t, 1), round(time.process_time() - c, 1)
-    report = {"preset": cfg.preset, "precision": "bf16" if bf16 else "fp32", "seed": cfg.seed, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
+    report = {"preset": cfg.preset, "precision": "bf16" if bf16 else "fp32", "cpu": cpu_name(), "seed": cfg.seed,
+              "validation": cfg.validation, "recipe": json.loads(cfg.recipe) if cfg.recipe else None, "label_noise": cfg.label_noise, "alpha": cfg.alpha, "folds": cfg.folds,
               "labels": results["data"],
               "accuracy": {k: _accuracy(results[f"train-{k}"]) for k in ("rm", "diff") if f"train-{k}" in results},
               "train_R": {k: r_agreement(out / f"data/scored_{k}.jsonl") for k in ("rm", "diff") if f"score {k}" in results},
@@ -289,6 +338,20 @@ def run_demo(cfg: DemoConfig) -> dict:
     return report
 
 
+def with_recipe(preset: Preset, recipe: dict) -> Preset:
+    """The preset with `--recipe` overrides: {"rm": {...}, "diff": {...}, "align": {...}} update those
+    commands' settings, any other key a preset field (e.g. "dpo_pairs", "pairing")."""
+    changes = {}
+    for key, value in recipe.items():
+        if key not in {f.name for f in dataclasses.fields(Preset)}:
+            raise ValueError(f"--recipe: {key!r} is not a preset field ({', '.join(f.name for f in dataclasses.fields(Preset))})")
+        changes[key] = {**getattr(preset, key), **value} if key in ("rm", "diff", "align") else value
+    for key in ("pairing", "diff_pairing"):
+        if changes.get(key, getattr(preset, key)) not in (*PAIRINGS, None):
+            raise ValueError(f"--recipe: {key} {changes[key]!r}: expected one of {PAIRINGS}")
+    return dataclasses.replace(preset, **changes)
+
+
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16): there the demo's forward passes run
     2.5x faster than in fp32 (measured on SmolLM2); elsewhere bf16 is emulated and slower than fp32."""
@@ -296,6 +359,19 @@ def native_bf16() -> bool:
 
     checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
     return any(check is not None and check() for check in checks)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else the platform's word): bf16 kernels, and so the numbers, differ by CPU."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def torch_threads() -> int:
@@ -337,13 +413,20 @@ def verdict(ci: list[float] | None) -> str:
 def format_report(r: dict) -> str:
     lab = r["labels"]
     share = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+    held = "validation" if r.get("validation") else "held-out"
+    diff_pairs = f" (the difference model on {lab['diff_pairs']} of them)" if lab.get("diff_pairs", lab["train_pairs"]) != lab["train_pairs"] else ""
     lines = [
-        f"RDO demo ({r['preset']}, seed {r['seed']}): {lab['train_pairs']} noisy training pairs from {lab['train_prompts']} prompts "
+        f"RDO demo ({r['preset']}, seed {r['seed']}{', VALIDATION run' if r.get('validation') else ''}): "
+        f"{lab['train_pairs']} noisy training pairs from {lab['train_prompts']} prompts{diff_pairs} "
         f"(label noise tau = {r['label_noise']}: {share(lab['wrong_label_share'])} of the labels are wrong, "
-        f"{share(lab['expected_wrong_share'])} expected; {lab['gold_ties_train']} gold ties), DPO on the first {lab['dpo_pairs']}; "
-        f"{lab['test_prompts']} held-out prompts, {lab['heldout_pairs']} held-out pairs ordered by the gold reward.",
+        f"{share(lab['expected_wrong_share'])} expected; {lab['gold_ties_train']} gold ties), DPO on {lab['dpo_pairs']} of them "
+        f"(two disjoint pairs from each of the first prompts); {lab['test_prompts']} {held} prompts, "
+        f"{lab['heldout_pairs']} {held} pairs ordered by the gold reward.",
+        f"Ran on: {r.get('cpu', 'unknown CPU')}, {r.get('precision', 'fp32')}, {r['threads']} torch threads "
+        "(bf16 kernels differ across CPUs: another CPU kind gives other numbers for the same seed)."
+        + (f" Recipe overrides: {json.dumps(r['recipe'])}" if r.get("recipe") else ""),
         "",
-        "Scorer accuracy against the true (noise-free) preference on the held-out pairs (cf. the paper's Table 4):",
+        f"Scorer accuracy against the true (noise-free) preference on the {held} pairs (cf. the paper's Table 4):",
         "",
         "| scorer | accuracy | 95% CI | pairs | above chance? |",
         "|---|---|---|---|---|",
@@ -363,7 +446,7 @@ def format_report(r: dict) -> str:
     if gold is None:
         return "\n".join(lines + ["", f"(stopped after {list(r['seconds'])[-1]}) Stage times (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items())])
     paired = {d["a"]: d for d in gold["paired"]}
-    lines += ["", f"Mean gold reward (VADER) of greedy answers to the {lab['test_prompts']} held-out prompts (cf. the paper's Table 1; "
+    lines += ["", f"Mean gold reward (VADER) of greedy answers to the {lab['test_prompts']} {held} prompts (cf. the paper's Table 1; "
               f"α = {r['alpha']}{', cross-fitted scores' if r['folds'] > 1 else ''}):", "",
               "| model | mean gold reward | 95% CI | vs DPO: mean diff | 95% CI | reading |", "|---|---|---|---|---|---|"]
     for w in gold["rewards"]:

@@ -18,8 +18,19 @@ embedding), and the head reads the sequence's last real token:
                                   content: a conversational response's end-of-turn markup (e.g.
                                   `<|im_end|>\n`) is removed, as the comparison is no assistant turn.
 
-A scorer folder is an ordinary Hugging Face folder plus `rdo.json` recording the kind, the template
-and the max lengths, so `rdo score` and `rdo eval accuracy` need no repeated flags.
+A scorer folder is an ordinary Hugging Face folder plus `rdo.json` recording the kind, the template,
+the max lengths and the pooling, so `rdo score` and `rdo eval accuracy` need no repeated flags.
+
+Pooling (`--pooling`, recorded in rdo.json): `last` is the above (the paper's). `mean` reads the
+final hidden states of the response's tokens instead: the head, which is linear, is applied to every
+token and its outputs averaged with weights (`pool_weights`), which equals the head on the mean state.
+- reward model: the mean over the response's tokens as `rdo align` trains on them (its end, EOS or
+  end of turn, included); the prompt's tokens are left out, so the score is about the answer.
+- difference model: the mean over y1's tokens minus the mean over y2's tokens. A plain mean over
+  both responses (or the whole sequence) is nearly the same for (y1, y2) and (y2, y1), so the head
+  could not tell which response is better except through context; the signed mean is antisymmetric
+  by construction, while y2's states still see y1 (one sequence, as the paper's model).
+Positions are counted among each row's real tokens, so left and right padding give the same score.
 
 Difference-model truncation (its input is twice a reward model's): template pieces are tokenised
 separately, so the query and each response can be cut on their own:
@@ -35,11 +46,12 @@ from __future__ import annotations
 import json
 import logging
 import string
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from rdo.config import SCORER_POOLINGS
 from rdo.data.chat import assistant_turn_end, end_of_turn_ids, special_ids
 from rdo.core import prefix
 from rdo.core.logps import _unwrap
@@ -50,6 +62,8 @@ log = logging.getLogger(__name__)
 
 SPEC_FILE = "rdo.json"
 KINDS = ("reward", "difference")
+POOLINGS = SCORER_POOLINGS  # the head reads the last real token (the paper), or the mean over the response(s) (module doc)
+Span = tuple[int, int, float]  # [start, end) among a sequence's real tokens, and the sign its mean enters with
 PAPER_TEMPLATE = "Query: {x}; Response 1: {y1}; Response 2: {y2}"
 FIELDS = ("x", "y1", "y2")
 
@@ -65,10 +79,13 @@ class ScorerSpec:
     max_prompt_length: int | None
     template: str | None = None  # difference models: the resolved format string
     base_model: str | None = None
+    pooling: str = "last"  # folders written before --pooling existed read the last token
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"scorer kind {self.kind!r}: expected one of {KINDS}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"{SPEC_FILE}: pooling {self.pooling!r}: expected one of {POOLINGS}")
         if self.kind == "difference" and not self.template:
             raise ValueError("a difference model needs its input template")
 
@@ -91,11 +108,8 @@ class ScorerSpec:
 
     def with_lengths(self, max_length: int | None, max_prompt_length: int | None) -> ScorerSpec:
         """The spec with command-line overrides of the recorded max lengths (None keeps the recorded one)."""
-        return ScorerSpec(
-            self.kind, max_length or self.max_length,
-            max_prompt_length if max_prompt_length is not None else self.max_prompt_length,
-            self.template, self.base_model,
-        )
+        return replace(self, max_length=max_length or self.max_length,
+                       max_prompt_length=max_prompt_length if max_prompt_length is not None else self.max_prompt_length)
 
 
 # --- templates ---------------------------------------------------------------------------------
@@ -180,18 +194,45 @@ class DifferenceEncoder:
 
         With `where` (file, row), what truncation cut is counted in `self.base.cuts`.
         """
+        return self.assemble_pooled(x, y1, y2, where)[0]
+
+    def assemble_pooled(self, x: list[int], y1: list[int], y2: list[int],
+                        where: tuple[str, int] | None = None) -> tuple[list[int], list[Span]]:
+        """`assemble` plus the spans `--pooling mean` reads: y1's kept tokens (+1) and y2's (-1)."""
         kept_x = x[-self.prompt_cap:] if len(x) > self.prompt_cap else x  # 1. left truncation
         room = self.trunc.max_length - self.overhead - len(kept_x)
         n1, n2 = fair_split(len(y1), len(y2), room)  # 2.
         if where is not None:
             self.base.cuts.add(where, len(x) - len(kept_x), [len(y1) - n1, len(y2) - n2])
         parts = {"x": kept_x, "y1": y1[:n1], "y2": y2[:n2]}
-        out = list(self.bos)
+        out, at = list(self.bos), {}
         for lit_ids, name in self.pieces:
             out += lit_ids
             if name is not None:
+                at[name] = len(out)
                 out += parts[name]
-        return out + [self.eos]
+        spans = [(at["y1"], at["y1"] + n1, 1.0), (at["y2"], at["y2"] + n2, -1.0)]
+        return out + [self.eos], spans
+
+
+def response_span(prompt_len: int, response_len: int) -> list[Span]:
+    """A reward model's sequence prompt + response: `--pooling mean` reads the response's tokens."""
+    return [(prompt_len, prompt_len + response_len, 1.0)]
+
+
+def pool_weights(spans: list[list[Span]], mask: torch.Tensor) -> torch.Tensor:
+    """(N, T) weights for `--pooling mean`: sign / span length on each span's tokens, 0 elsewhere.
+
+    Span positions count a row's real tokens (mask 1), so the weights follow the tokens whatever the padding side.
+    """
+    weights = torch.zeros(mask.shape, dtype=torch.float32)
+    for i, row in enumerate(spans):
+        real = mask[i].nonzero().squeeze(-1)  # (L_i,) positions of the row's real tokens
+        for start, end, sign in row:
+            if end <= start or end > len(real):
+                raise ValueError(f"pooling span [{start}, {end}) does not fit a row of {len(real)} tokens")
+            weights[i, real[start:end]] = sign / (end - start)
+    return weights
 
 
 def fair_split(a: int, b: int, room: int) -> tuple[int, int]:
@@ -262,7 +303,8 @@ def head_modules(model) -> list:
 
 
 def scores_of(model, batch: dict) -> torch.Tensor:
-    """One forward -> the head's output at each row's last non-pad token, (N,) float32.
+    """One forward -> the head's output at each row's last non-pad token, or pooled by the batch's
+    `pool_weights` (--pooling mean, padded rows), (N,) float32.
 
     A prefix-shared batch (it has `segment_ids`) gives each response's score in the padded rows' order,
     once the shared layout matched padded rows on this model (else from padded rows rebuilt from it).
@@ -274,7 +316,7 @@ def scores_of(model, batch: dict) -> torch.Tensor:
                            lambda a, b: bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4))):
             return shared_scores(model, batch)
         batch = prefix.unshare(batch, pad_id)
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, 0].float()
+    return head_scores(model, batch["input_ids"], batch["attention_mask"], batch.get("pool_weights"))
 
 
 _SHARED_CHECKED: dict[int, bool] = {}  # id(input embedding) -> shared scores matched padded rows on this scorer
@@ -347,6 +389,34 @@ def head_parameter_names(model) -> set[str]:
     return {n for n, p in model.named_parameters() if id(p) in head}
 
 
+def head_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward -> (N,) float32 scores: the head at each row's last real token (`weights` None, the model's
+    own pooling), or the head's per-token outputs summed with `weights` (N, T) (`pool_weights`, --pooling mean).
+
+    The per-token outputs are taken from the head module by a hook, so LoRA, --cache_frozen and the
+    model's own forward stay as they are. The head is linear: the weighted sum of its outputs is the
+    head applied to the weighted mean of the final hidden states (a bias, if any, enters once for a
+    reward model and cancels in a difference model's signed mean).
+    """
+    if weights is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, 0].float()
+    inner = model
+    while hasattr(inner, "module"):  # DistributedDataParallel and the like
+        inner = inner.module
+    heads = head_modules(inner)
+    if len(heads) != 1:
+        raise ValueError(f"--pooling mean needs a model whose score head is one module; {type(inner).__name__} has {len(heads)}")
+    box: list[torch.Tensor] = []
+    handle = heads[0].register_forward_hook(lambda module, args, output: box.append(output))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        handle.remove()
+    per_token = box[-1][..., 0].float()  # (N, T)
+    return (per_token * weights.to(per_token.device)).sum(-1)  # (N,)
+
+
 CPU_BATCH_TOKENS = 1024  # measured (benchmarks/bench_scoring.py): on a CPU, big batches of long sequences run slower than small ones
 
 
@@ -369,11 +439,16 @@ class Scorer:
         return 0 if self.device.type == "cuda" else CPU_BATCH_TOKENS
 
     @torch.inference_mode()
-    def forward(self, seqs: list[list[int]]) -> torch.Tensor:
-        """Scores of right-padded sequences in one forward: (N,) float32 on the CPU."""
+    def forward(self, seqs: list[list[int]], spans: list[list[Span]] | None = None) -> torch.Tensor:
+        """Scores of right-padded sequences in one forward: (N,) float32 on the CPU (`spans`: what
+        `--pooling mean` reads of each sequence, needed when the scorer pools so)."""
         ids, mask = pad_sequences(seqs, self.pad_id)
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False).logits
-        return logits[:, 0].float().cpu()  # (N,)
+        weights = None
+        if self.spec.pooling == "mean":
+            if spans is None:
+                raise ValueError("this scorer pools the mean over responses (rdo.json: pooling mean): pass each sequence's spans")
+            weights = pool_weights(spans, mask)
+        return head_scores(self.model, ids.to(self.device), mask.to(self.device), weights).cpu()  # (N,)
 
     @torch.inference_mode()
     def forward_shared(self, prefixes: list[list[int]], suffixes: list[list[list[int]]]) -> torch.Tensor:

@@ -45,7 +45,7 @@ from rdo.config import ScoreConfig
 from rdo.data import DataError, load_records
 from rdo.data.formats import CHAT_KEY
 from rdo.data.io import read_rows
-from rdo.score.scorers import Scorer, load_scorer
+from rdo.score.scorers import Scorer, load_scorer, response_span
 from rdo.utils.shards import Shards
 
 log = logging.getLogger("rdo.score")
@@ -69,7 +69,8 @@ def comparisons(scores: list[float], symmetrize: bool) -> list[tuple[int, int]]:
 
 
 def row_sequences(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, dup_rows: set[int], source: str):
-    """Token ids to score for each record: a list (one per record) of [(key, ids)], or a DataError.
+    """Token ids to score for each record: a list (one per record) of [(key, ids, spans)], or a DataError
+    (spans: what `--pooling mean` reads, `rdo.score.scorers.pool_weights`).
 
     Reward models see exactly `rdo align`'s ids (`Encoder`: BOS rule, response ends, truncation);
     difference models the template of `DifferenceEncoder`, built on the same encoder.
@@ -87,7 +88,7 @@ def row_sequences(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool,
             pos += len(ys)
             try:
                 p, fitted = enc.fit(enc.with_bos(x), [enc.ended(y, chat) for y in ids], (source, rec["rdo_row"]))
-                out.append([(("s", k), p + y) for k, y in enumerate(fitted)])
+                out.append([(("s", k), p + y, response_span(len(p), len(y))) for k, y in enumerate(fitted)])
             except DataError as err:
                 out.append(err)
         cuts = enc.cuts
@@ -97,9 +98,9 @@ def row_sequences(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool,
         for rec, (_, scores), x, ids in zip(recs, resp, xs, ys_ids):
             pairs = comparisons(scores, symmetrize)
             where = (source, rec["rdo_row"])  # cuts are counted once per row, on its first comparison
-            seqs = [(("f", a, b), enc.assemble(x, ids[a], ids[b], where if i == 0 else None)) for i, (a, b) in enumerate(pairs)]
+            seqs = [(("f", a, b), *enc.assemble_pooled(x, ids[a], ids[b], where if i == 0 else None)) for i, (a, b) in enumerate(pairs)]
             if rec["rdo_row"] in dup_rows:
-                seqs.append((("dup",), enc.assemble(x, ids[0], ids[0])))
+                seqs.append((("dup",), *enc.assemble_pooled(x, ids[0], ids[0])))
             out.append(seqs)
         cuts = enc.base.cuts
     if cuts.prompts or cuts.responses:
@@ -170,14 +171,14 @@ def score_rows(scorer: Scorer, recs: list[dict], kind: str, symmetrize: bool, du
     """
     per_row = row_sequences(scorer, recs, kind, symmetrize, dup_rows, source)
     values: list[dict] = [{} for _ in recs]
-    if prefix_sharing and scorer.kind == "reward":
+    if prefix_sharing and scorer.kind == "reward" and scorer.spec.pooling == "last":
         _score_shared(scorer, per_row, values, batch_size, bar, max_batch_tokens)
-    else:
-        flat = [(r, key, ids) for r, seqs in enumerate(per_row) if not isinstance(seqs, DataError) for key, ids in seqs]
+    else:  # one padded sequence each (difference models; --pooling mean reads each response's span)
+        flat = [(r, key, ids, spans) for r, seqs in enumerate(per_row) if not isinstance(seqs, DataError) for key, ids, spans in seqs]
         flat.sort(key=lambda t: len(t[2]), reverse=True)  # longest first: an OOM shows up at once
         for idx in batches([len(t[2]) for t in flat], batch_size, scorer.batch_tokens(max_batch_tokens)):
             batch = flat[idx.start : idx.stop]
-            for (r, key, _), v in zip(batch, scorer.forward([ids for _, _, ids in batch]).tolist()):
+            for (r, key, _, _), v in zip(batch, scorer.forward([t[2] for t in batch], [t[3] for t in batch]).tolist()):
                 values[r][key] = v
             if bar is not None:
                 bar.update(len(batch))
@@ -197,11 +198,11 @@ def _score_shared(scorer: Scorer, per_row: list, values: list[dict], batch_size:
     for r, seqs in enumerate(per_row):
         if isinstance(seqs, DataError) or not seqs:
             continue
-        ids = [s for _, s in seqs]
+        ids = [s for _, s, _ in seqs]
         n = min(len(s) for s in ids) - 1  # every rest keeps at least its last token, where the score is read
         common = next((i for i in range(n) if len({s[i] for s in ids}) > 1), n)
         rests = [s[common:] for s in ids]
-        groups.append((r, [k for k, _ in seqs], ids[0][:common], rests, common + sum(len(x) for x in rests)))
+        groups.append((r, [k for k, _, _ in seqs], ids[0][:common], rests, common + sum(len(x) for x in rests)))
     groups.sort(key=lambda g: g[4], reverse=True)  # longest first: an OOM shows up at once
     per_forward = max(1, batch_size // max((len(g[1]) for g in groups), default=1))  # --batch_size counts sequences
     for idx in batches([g[4] for g in groups], per_forward, scorer.batch_tokens(max_batch_tokens)):

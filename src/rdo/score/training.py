@@ -28,8 +28,8 @@ from rdo.data.errors import SKIP_HINT
 from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
 from rdo.data.formats import CHAT_KEY
-from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, head_modules, head_parameter_names, scores_of,
-                         decoder_layers, resolve_template, train_only_top, use_scorer_pad)
+from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, decoder_layers, head_modules, head_parameter_names,
+                               pool_weights, resolve_template, response_span, scores_of, train_only_top, use_scorer_pad)
 from rdo.train.trainer import MetricsTrainer
 
 log = logging.getLogger("rdo.score.training")
@@ -90,10 +90,12 @@ def difference_features(pairs: list[dict], encoder: DifferenceEncoder, source: s
 
 class RewardCollator:
     """Rows [0, B) prompt+chosen, rows [B, 2B) prompt+rejected: one concatenated forward; or prefix-shared /
-    padding-free rows (rdo.data.collate.grouped_batch) whose scores come back in the same (2B,) order."""
+    padding-free rows (rdo.data.collate.grouped_batch) whose scores come back in the same (2B,) order;
+    `pooling` mean: padded rows plus `pool_weights` (2B, T) over each response's tokens."""
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1, prefix_sharing: bool = False, padding_free: bool = False):
-        self.pad_id, self.multiple_of = pad_id, pad_to_multiple_of
+    def __init__(self, pad_id: int, pad_to_multiple_of: int = 1, prefix_sharing: bool = False, padding_free: bool = False,
+                 pooling: str = "last"):
+        self.pad_id, self.multiple_of, self.pooling = pad_id, pad_to_multiple_of, pooling
         self.prefix_sharing, self.padding_free = prefix_sharing, padding_free
 
     @staticmethod
@@ -111,6 +113,9 @@ class RewardCollator:
             seqs = [f["prompt_ids"] + f["chosen_ids"] for f in features] + [f["prompt_ids"] + f["rejected_ids"] for f in features]
             ids, mask = pad_sequences(seqs, self.pad_id, self.multiple_of)  # (2B, T)
             batch = {"input_ids": ids, "attention_mask": mask}
+            if self.pooling == "mean":
+                spans = [response_span(len(f["prompt_ids"]), len(f[k])) for k in ("chosen_ids", "rejected_ids") for f in features]
+                batch["pool_weights"] = pool_weights(spans, mask)  # (2B, T)
         batch["rdo_row"] = torch.tensor([f["rdo_row"] for f in features])
         if "margin" in features[0]:
             batch["margin"] = torch.tensor([f["margin"] for f in features], dtype=torch.float32)  # (B,)
@@ -121,11 +126,12 @@ class DifferenceCollator:
     """Rows [0, B) (y1, y2), [B, 2B) (y2, y1), [2B, 3B) (y_i, y_i): one forward of 3B rows.
 
     Each pair is presented in a random order (label 1 when y1 is the chosen response, else 0), and
-    the duplication term uses one of its two responses at random (Sec. 3.2).
+    the duplication term uses one of its two responses at random (Sec. 3.2). `pooling` mean: plus
+    `pool_weights` (3B, T), y1's mean minus y2's.
     """
 
-    def __init__(self, encoder: DifferenceEncoder, pad_id: int, pad_to_multiple_of: int = 1, seed: int = 0):
-        self.enc, self.pad_id, self.multiple_of = encoder, pad_id, pad_to_multiple_of
+    def __init__(self, encoder: DifferenceEncoder, pad_id: int, pad_to_multiple_of: int = 1, seed: int = 0, pooling: str = "last"):
+        self.enc, self.pad_id, self.multiple_of, self.pooling = encoder, pad_id, pad_to_multiple_of, pooling
         self.rng = random.Random(seed)
         self.calls = 0
         self._before: dict[int, tuple] = {}  # call index -> the generator's state before it (the last few)
@@ -154,16 +160,20 @@ class DifferenceCollator:
             swap = self.rng.random() < 0.5
             y1, y2 = (f["rejected_ids"], f["chosen_ids"]) if swap else (f["chosen_ids"], f["rejected_ids"])
             yi = y1 if self.rng.random() < 0.5 else y2
-            forward.append(self.enc.assemble(f["x_ids"], y1, y2))
-            reverse.append(self.enc.assemble(f["x_ids"], y2, y1))
-            dup.append(self.enc.assemble(f["x_ids"], yi, yi))
+            forward.append(self.enc.assemble_pooled(f["x_ids"], y1, y2))
+            reverse.append(self.enc.assemble_pooled(f["x_ids"], y2, y1))
+            dup.append(self.enc.assemble_pooled(f["x_ids"], yi, yi))
             labels.append(0.0 if swap else 1.0)
-        ids, mask = pad_sequences(forward + reverse + dup, self.pad_id, self.multiple_of)  # (3B, T)
-        return {
+        seqs = forward + reverse + dup  # (ids, spans) each
+        ids, mask = pad_sequences([s for s, _ in seqs], self.pad_id, self.multiple_of)  # (3B, T)
+        batch = {
             "input_ids": ids, "attention_mask": mask,
             "labels": torch.tensor(labels, dtype=torch.float32),  # (B,)
             "rdo_row": torch.tensor([f["rdo_row"] for f in features]),
         }
+        if self.pooling == "mean":
+            batch["pool_weights"] = pool_weights([spans for _, spans in seqs], mask)  # (3B, T)
+        return batch
 
 
 # --- losses on model outputs -------------------------------------------------------------------
@@ -237,7 +247,8 @@ class ScorerTrainer(MetricsTrainer):
         """Evaluation gets its own difference collator: its draws never shift the training batches' ones."""
         train_collator = self.data_collator
         if isinstance(train_collator, DifferenceCollator):
-            self.data_collator = DifferenceCollator(train_collator.enc, train_collator.pad_id, train_collator.multiple_of, self.args.seed)
+            self.data_collator = DifferenceCollator(train_collator.enc, train_collator.pad_id, train_collator.multiple_of, self.args.seed,
+                                                    train_collator.pooling)
         try:
             return super().get_eval_dataloader(eval_dataset)
         finally:
@@ -365,15 +376,17 @@ def _train(cfg, kind: str) -> dict:
     if cfg.lora_r > 0:  # SEQ_CLS keeps the new head fully trainable (modules_to_save)
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules, task_type="SEQ_CLS")
     if kind == "reward":
-        # --cache_frozen replays the frozen layers per padded sequence: it keeps padded rows
-        share = not cfg.cache_frozen
-        if cfg.cache_frozen and (cfg.prefix_sharing or cfg.padding_free):
-            log.info("--cache_frozen replays padded rows: training without --prefix_sharing / --padding_free")
+        # --cache_frozen replays the frozen layers per padded sequence, and --pooling mean weights padded rows:
+        # both keep padded rows
+        share = not cfg.cache_frozen and cfg.pooling == "last"
+        if not share and (cfg.prefix_sharing or cfg.padding_free):
+            log.info("--cache_frozen / --pooling mean train on padded rows: training without --prefix_sharing / --padding_free")
         collator = RewardCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.prefix_sharing and share,
-                                  cfg.padding_free and share)
+                                  cfg.padding_free and share, cfg.pooling)
         step = reward_step
     else:
-        collator, step = DifferenceCollator(diff_encoder, tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.seed), difference_step
+        collator = DifferenceCollator(diff_encoder, tokenizer.pad_token_id, cfg.pad_to_multiple_of, cfg.seed, cfg.pooling)
+        step = difference_step
 
     cache = frozen_cache(cfg, model, collator, features + (eval_features or []), tokenizer.pad_token_id)
     trainer = ScorerTrainer(
@@ -392,7 +405,7 @@ def _train(cfg, kind: str) -> dict:
     finally:
         if cache:
             cache.uninstall()
-    spec = ScorerSpec(kind, cfg.max_length, cfg.max_prompt_length, template, cfg.model_name_or_path)
+    spec = ScorerSpec(kind, cfg.max_length, cfg.max_prompt_length, template, cfg.model_name_or_path, cfg.pooling)
     return save_scorer(cfg, trainer, tokenizer, spec, metrics)
 
 
