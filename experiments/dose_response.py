@@ -496,9 +496,10 @@ def collect(study: Study, out: Path) -> dict:
     cells, achieved = [], {}
     for tau in study.noise:
         for s in study.seeds:
-            d = json.loads((out / "data" / f"tau{tau}-s{s}" / "stage.json").read_text())["result"]
-            for a, info in d["oracle"].items():
-                achieved.setdefault((tau, a), []).append(info["agreement"])
+            f = out / "data" / f"tau{tau}-s{s}" / "stage.json"
+            if f.exists():  # a seed not run at this noise level has no data either
+                for a, info in json.loads(f.read_text())["result"]["oracle"].items():
+                    achieved.setdefault((tau, a), []).append(info["agreement"])
     for tau in study.noise:
         for regime in regimes:
             grids: dict[str, list[list[float]]] = {}
@@ -586,7 +587,7 @@ def report(study: Study, out: Path, figure_path: Path | None, command: str) -> s
 
     res = collect(study, out)
     for c in res["cells"]:
-        wrong = [json.loads((out / "data" / f"tau{c['tau']}-s{s}" / "stage.json").read_text())["result"]["labels"]["wrong_in_dpo_pairs"]
+        wrong = [json.loads((out / "data" / f"tau{c['tau']}-s{s}" / "stage.json").read_text())["result"]["labels"]["wrong_label_share"]
                  for s in c["seeds"]]
         c["wrong"] = mean(wrong)
     precision = "bf16 autocast" if study.bf16 and native_bf16() else "fp32"
