@@ -72,3 +72,36 @@ def format_rate(s: dict, missing: str = "-") -> str:
         return missing
     lo, hi = s["ci95"] or (s["rate"], s["rate"])
     return f"{100 * s['rate']:5.1f} [{100 * lo:4.1f},{100 * hi:5.1f}]"
+
+
+def two_way_bootstrap(values: Sequence[Sequence[float]] | torch.Tensor, resamples: int = 2000, seed: int = 0,
+                      level: float = LEVEL) -> dict:
+    """Mean of an (S, P) grid (e.g. seeds x prompts) with an interval that resamples rows and columns.
+
+    Rows and columns are drawn with replacement independently, so both the seed-to-seed and the
+    prompt-to-prompt spread widen the interval (resampling the S*P cells alone would treat a prompt
+    seen under 5 seeds as 5 independent prompts). Returns {"mean", "ci95", "se", "n_rows", "n_cols"};
+    `se` is the standard deviation of the resampled means.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.dim() != 2 or v.numel() == 0:
+        raise ValueError(f"expected a non-empty (rows, columns) grid, got shape {tuple(v.shape)}")
+    s, p = v.shape
+    gen = torch.Generator().manual_seed(seed)
+    means = []
+    for start in range(0, resamples, CHUNK):
+        k = min(CHUNK, resamples - start)
+        rows = torch.randint(s, (k, s), generator=gen)  # (k, S)
+        cols = torch.randint(p, (k, p), generator=gen)  # (k, P)
+        picked = v[rows[:, :, None], cols[:, None, :]]  # (k, S, P)
+        means.append(picked.mean(dim=(1, 2)))
+    means = torch.cat(means)
+    return {"mean": float(v.mean()), "ci95": _quantiles(means, level), "se": float(means.std()), "n_rows": s, "n_cols": p}
+
+
+def min_detectable_effect(se: float, level: float = LEVEL, power: float = 0.8) -> float:
+    """Smallest true difference a two-sided test at 1 - `level` detects with probability `power`, given the
+    standard error `se` of the estimate: (z_{1-(1-level)/2} + z_power) * se, i.e. 2.80 x se at 95% / 80%."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    z = normal.icdf(torch.tensor([1 - (1 - level) / 2, power], dtype=torch.float64))
+    return float(z.sum()) * se
