@@ -27,7 +27,7 @@ from rdo.utils.fingerprint import digest, file_digest, model_fingerprint
 KINDS = ("model", "dataset", "file", "module", "output")
 # TrainingArguments' own fields that name files or folders (their metadata is not ours to declare)
 TRAINER_FIELDS = {"deepspeed": "file", "fsdp_config": "file", "output_dir": "output", "logging_dir": "output",
-                  "resume_from_checkpoint": "output", "hub_model_id": "output", "torch_compile_backend": None}
+                  "resume_from_checkpoint": "output", "hub_model_id": "output"}
 
 
 def field_kind(f: dataclasses.Field) -> str | None:
