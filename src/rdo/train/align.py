@@ -117,7 +117,8 @@ def align(cfg: AlignConfig) -> dict:
 
     features, report = prepare_features(cfg, method, tokenizer)
     precomputed = method.needs_reference and cfg.precompute_ref
-    ref_key = full_key(reference_key(cfg, method, tokenizer), features) if precomputed else None
+    base_key = reference_key(cfg, method, tokenizer) if precomputed else None  # fingerprints, computed once
+    ref_key = full_key(base_key, features) if precomputed else None
     state = rows_state(features, config_content(cfg, kinds=("model",)), ref_key)
     if checkpoint:
         check_rows(checkpoint, state)  # a changed model, row or reference key is refused, never restored
@@ -133,9 +134,9 @@ def align(cfg: AlignConfig) -> dict:
         if checkpoint and restore_reference(checkpoint, features, method.ref_columns, ref_key):
             report["reference_cache"] = checkpoint
         else:
-            report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name, tokenizer)
+            report["reference_cache"] = attach_reference(cfg, method, features, model, collator, cfg.dataset_name, base_key)
         if eval_features:
-            attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name, tokenizer)
+            attach_reference(cfg, method, eval_features, model, collator, cfg.eval_dataset_name, base_key)
 
     ref_model = None  # a live reference: --ref_model_name_or_path, else a copy of the policy (LoRA: the adapter-disabled base)
     if method.needs_reference and not cfg.precompute_ref:
@@ -180,10 +181,10 @@ def reference_key(cfg: AlignConfig, method: Method, tokenizer) -> dict:
     }
 
 
-def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], model, collator, source: str, tokenizer) -> str:
+def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], model, collator, source: str, key: dict) -> str:
     """Add the method's reference columns to `features`, from the cache or computed once; returns the cache path.
 
-    The cache key is `reference_key` plus the token ids themselves (rdo.train.reference).
+    `key` is `reference_key`; the cache adds the token ids themselves (rdo.train.reference).
     """
     ref_id = cfg.ref_model_name_or_path or cfg.model_name_or_path
     ref_revision = cfg.ref_model_revision if cfg.ref_model_name_or_path else cfg.model_revision
@@ -193,7 +194,7 @@ def attach_reference(cfg: AlignConfig, method: Method, features: list[dict], mod
     else:
         model_fn = lambda: model.to(cfg.device)  # noqa: E731  (the policy before training is the reference)
     # every process computes its share of the rows (rdo.train.reference.compute_reference_sharded); the main one caches
-    values, path = load_or_compute(cache_dir, reference_key(cfg, method, tokenizer), {"reference": ref_id, "data": source},
+    values, path = load_or_compute(cache_dir, key, {"reference": ref_id, "data": source},
                                    model_fn, features, collator, method.ref_step, cfg.per_device_eval_batch_size,
                                    cfg.device, autocast=lambda: training_autocast(cfg))
     for col, vals in values.items():
