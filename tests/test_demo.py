@@ -172,7 +172,14 @@ def test_tiny_demo_end_to_end_is_deterministic(tmp_path):
     # gold means and paired differences recomputed from the generations
     gens = {w["name"]: _read(out / "generations" / f"{w['name'].replace('+', '_').replace(' (', '_').replace(')', '').replace(' ', '_')}.jsonl")
             for w in r["gold"]["rewards"]}
-    assert set(gens) == {"base", "dpo", "dpo+rc (reward model)", "dpo+rc (difference model)"}
+    assert set(gens) == {"base", "dpo", "dpo+rc (reward model)", "dpo+rc (difference model)", "dpo (true labels)"}
+    # the true-label run trains on DPO's pairs with every wrong label flipped, and nothing else changed
+    true = _read(out / "data" / "dpo_true.jsonl")
+    assert [t["id"] for t in true] == [d["id"] for d in dpo] and any(d["label_wrong"] for d in dpo)
+    for t, d in zip(true, dpo):
+        flipped = (d["rejected"], d["chosen"]) if d["label_wrong"] else (d["chosen"], d["rejected"])
+        assert (t["chosen"], t["rejected"]) == flipped and not t["label_wrong"] and t["prompt"] == d["prompt"]
+    assert r["coefficients"]["dpo (true labels)"]["policy"]["alpha"] == 0
     gold = {n: [vader_reward(None, g["response"]) for g in rows] for n, rows in gens.items()}
     for w in r["gold"]["rewards"]:
         assert w["n"] == 6 and w["mean"] == pytest.approx(sum(gold[w["name"]]) / 6)
@@ -180,7 +187,10 @@ def test_tiny_demo_end_to_end_is_deterministic(tmp_path):
     for d in r["gold"]["paired"]:
         assert d["b"] == "dpo"
         assert d["mean_diff"] == pytest.approx(sum(a - b for a, b in zip(gold[d["a"]], gold["dpo"])) / 6)
-    assert "| dpo+rc (difference model) |" in tables[0] and "95% CI" in tables[0]
+    assert "| dpo+rc (difference model) |" in tables[0] and "95% CI" in tables[0] and "| MDE |" in tables[0]
+    from rdo.evaluate.stats import min_detectable_effect
+
+    assert all(d["mde"] == pytest.approx(min_detectable_effect(d["se"])) for d in r["gold"]["paired"])
 
 
 def test_recipe_overrides_update_one_command_and_are_checked():

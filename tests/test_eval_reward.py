@@ -54,6 +54,30 @@ def test_means_and_paired_stats_match_hand_computed(tmp_path, capsys):
     assert "| A | test_eval_reward:length_reward | 4 | +3.2500 |" in printed
 
 
+def test_several_answers_per_prompt_resample_prompts_and_print_the_mde(tmp_path, capsys):
+    # 3 prompts x 2 samples. A - B per row: prompt 0 [+2, +4], prompt 1 [0, 0], prompt 2 [-1, +1];
+    # per prompt [+3, 0, 0]: the interval and MDE come from those 3 numbers, not from 6 "independent" rows
+    def rows(lengths):
+        return [{"id": f"p{i // 2}", "prompt": f"q{i // 2}:", "prompt_text": f"q{i // 2}:", "response": "x" * n,
+                 "sample_index": i % 2, "model": "m", "decoding": {}} for i, n in enumerate(lengths)]
+    a = write_jsonl(tmp_path / "A.jsonl", rows([3, 5, 2, 2, 1, 3]))
+    b = write_jsonl(tmp_path / "B.jsonl", rows([1, 1, 2, 2, 2, 2]))
+    out = tmp_path / "reward.json"
+    assert run("--generations", str(a), str(b), "--reward_fn", "test_eval_reward:length_reward", "--output", str(out),
+               "--bootstrap", "4000", "--seed", "1") == 0
+    result = json.loads(out.read_text())
+    [p] = result["paired"]
+    assert (p["n"], p["prompts"]) == (6, 3) and p["mean_diff"] == pytest.approx(1.0)
+    from rdo.evaluate.stats import bootstrap_mean, min_detectable_effect
+
+    assert p["ci95"] == bootstrap_mean([3.0, 0.0, 0.0], 4000, 1)["ci95"]
+    # the bootstrap se of a mean of 3 values ~ their population sd / sqrt(3) = sqrt(2) / sqrt(3)
+    assert p["se"] == pytest.approx((2 / 3) ** 0.5, rel=0.05)
+    assert p["mde"] == pytest.approx(2.8016 * p["se"], rel=1e-3) == min_detectable_effect(p["se"])
+    assert {r["name"]: r["prompts"] for r in result["rewards"]} == {"A": 3, "B": 3}
+    assert f"| {p['mde']:.4f} |" in capsys.readouterr().out
+
+
 def test_files_on_other_prompts_are_refused(tmp_path, capsys):
     a = write_jsonl(tmp_path / "A.jsonl", gen_rows(["a", "b", "c"]))
     b = write_jsonl(tmp_path / "B.jsonl", gen_rows(["a", "b", "c"], prompts=["q0:", "q1:", "other"]))

@@ -129,6 +129,37 @@ def test_train_top_layers_beyond_the_model_is_an_error(tmp_path, common):
         _train("rm", tmp_path / "x", train_top_layers=5, **common)
 
 
+@pytest.mark.parametrize("kind", ["rm", "diff"])
+def test_backbone_layers_saves_the_truncated_model(tiny_model, tmp_path, common, kind):
+    """--backbone_layers 1 of 2: the saved scorer is an ordinary 1-layer model, its layer the base model's
+    own (a probe), and scoring it gives what the base model with its top layer removed gives."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    out = tmp_path / "b1"
+    _train(kind, out, backbone_layers=1, freeze_backbone=True, cache_frozen=True, pooling="mean", **common)
+    assert AutoConfig.from_pretrained(out).num_hidden_layers == 1
+    base, new = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
+    assert not any(k.startswith("model.layers.1.") for k in new)
+    assert all(torch.equal(new[k], base[k]) for k in new if k.startswith("model.layers.0."))
+    saved = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    cut = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1).eval()
+    del cut.model.layers[1:]
+    cut.score.weight.data = new["score.weight"].clone()
+    ids = torch.tensor([[5, 9, 13, 2, 7]])
+    torch.testing.assert_close(saved(input_ids=ids).logits, cut(input_ids=ids).logits)
+
+
+def test_backbone_layers_checks_its_range(tmp_path, common):
+    with pytest.raises(ValueError, match=r"--backbone_layers 5: the model has 2 layers \(choose 1..2\)"):
+        _train("rm", tmp_path / "x", backbone_layers=5, **common)
+    from rdo.config import TrainRMConfig
+
+    with pytest.raises(ValueError, match="--train_top_layers 2 > --backbone_layers 1"):
+        TrainRMConfig(output_dir=str(tmp_path / "y"), backbone_layers=1, train_top_layers=2, **common)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        TrainRMConfig(output_dir=str(tmp_path / "y"), backbone_layers=-1, **common)
+
+
 def test_decoder_layers_are_found_by_num_hidden_layers_not_by_length(tiny_model, tokenizer):
     """A backbone with a ModuleList longer than its layer stack (say 5 experts, 2 layers): the layers
     are the list of config.num_hidden_layers blocks, and a config matching no list is refused."""

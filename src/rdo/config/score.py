@@ -22,6 +22,7 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
     freeze_backbone: bool = arg(False, "Train only the new score head on the frozen backbone (a linear probe: no backward through the LM).")
     cache_frozen: bool = arg(False, "With --freeze_backbone / --train_top_layers: compute the frozen layers' output once per sequence and replay it every epoch, so an epoch costs the trained layers only (memory: tokens x hidden size x 4 bytes).")
     train_top_layers: int = arg(0, "Train only the head and the top N transformer layers (and the final norm); the embeddings and lower layers stay frozen, so the backward pass stops at layer L-N. 0: train every layer.")
+    backbone_layers: int = arg(0, "Keep only the first N transformer layers of the base model under the head (the layers above are dropped, so every forward costs N layers; the saved scorer is an N-layer model). Lower layers can carry surface features, such as word sentiment, better than the last. 0: every layer.")
     pooling: str = arg("last", "What the head reads: last (the paper: the last token's final hidden state) or mean (the mean over the response's tokens; a difference model: y1's mean minus y2's). Recorded in rdo.json, so scoring uses it.", choices=list(SCORER_POOLINGS))
     # --- Trainer defaults that differ from transformers' ---
     learning_rate: float = arg(1e-5, "Peak learning rate of the backbone (the paper: 1e-5).")
@@ -42,6 +43,10 @@ class _ScorerTrainConfig(TrainerDefaults, TruncationOptions, LoraOptions, ModelL
             raise ValueError("--freeze_backbone trains the head alone; drop --lora_r (or --freeze_backbone)")
         if self.train_top_layers < 0:
             raise ValueError(f"--train_top_layers {self.train_top_layers} must be >= 0 (0: train every layer)")
+        if self.backbone_layers < 0:
+            raise ValueError(f"--backbone_layers {self.backbone_layers} must be >= 0 (0: every layer)")
+        if self.train_top_layers and self.backbone_layers and self.train_top_layers > self.backbone_layers:
+            raise ValueError(f"--train_top_layers {self.train_top_layers} > --backbone_layers {self.backbone_layers}: the top layers are counted among the kept ones")
         if self.train_top_layers and (self.freeze_backbone or self.lora_r > 0):
             raise ValueError("--train_top_layers chooses which layers train: drop --freeze_backbone / --lora_r")
         if self.cache_frozen and not (self.freeze_backbone or self.train_top_layers):

@@ -3,7 +3,10 @@
 For every generations file (written by `rdo generate`) and every reward source, the mean reward
 with a bootstrap 95% interval; for every two files, a paired comparison on the same rows (matched
 by (id or rdo_row, prompt, sample_index)): the mean difference A - B with a paired bootstrap
-interval and the fractions of rows where A, or B, earns more, or both the same.
+interval, its minimum detectable effect (MDE: the smallest true difference the interval excludes 0
+for with 80% power) and the fractions of rows where A, or B, earns more, or both the same. Several
+answers to one prompt (`--num_return_sequences`) are not independent: means and intervals are over
+prompts, each the mean of its answers, and the bootstrap resamples prompts.
 
 Reward sources:
 - `--scorer DIR`: a reward model. A `rdo train-rm` folder (its rdo.json gives the lengths) or any
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from rdo.config import EvalRewardConfig
 from rdo.data.chat import has_chat_template, render_response
-from rdo.evaluate.stats import bootstrap_ci, paired_bootstrap_ci
+from rdo.evaluate.stats import bootstrap_mean, cluster_means
 
 log = logging.getLogger("rdo.eval_reward")
 REQUIRED = ("prompt", "response", "sample_index")
@@ -160,11 +163,13 @@ def rewards_from_scorer(scorer, cfg: EvalRewardConfig, path: str, rows: list[dic
 
 # --- statistics -------------------------------------------------------------------------------
 
-def paired(name_a: str, name_b: str, scorer: str, a: list[float], b: list[float], cfg: EvalRewardConfig) -> dict:
+def paired(name_a: str, name_b: str, scorer: str, a: list[float], b: list[float], prompts: list, cfg: EvalRewardConfig) -> dict:
+    """A - B on the same rows; `prompts` names each row's prompt (the unit the bootstrap resamples)."""
     n = len(a)
-    diffs = [x - y for x, y in zip(a, b)]
-    return {"a": name_a, "b": name_b, "scorer": scorer, "n": n, "mean_diff": sum(diffs) / n,
-            "ci95": paired_bootstrap_ci(a, b, cfg.bootstrap, cfg.seed),
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    stats = bootstrap_mean(cluster_means(diffs, prompts), cfg.bootstrap, cfg.seed)
+    return {"a": name_a, "b": name_b, "scorer": scorer, "n": n, "prompts": len(set(prompts)), "mean_diff": stats["mean"],
+            "ci95": stats["ci95"], "se": stats["se"], "mde": stats["mde"],
             "frac_a_higher": sum(d > 0 for d in diffs) / n, "frac_b_higher": sum(d < 0 for d in diffs) / n,
             "frac_tie": sum(d == 0 for d in diffs) / n}
 
@@ -186,12 +191,16 @@ def fmt_ci(ci) -> str:
     return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "-"
 
 
+def fmt_mde(mde) -> str:
+    return f"{mde:.4f}" if mde is not None else "-"
+
+
 def table(result: dict) -> str:
     lines = ["| generations | reward | n | mean | 95% CI |", "|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['scorer']} | {r['n']} | {r['mean']:+.4f} | {fmt_ci(r['ci95'])} |" for r in result["rewards"]]
     if result["paired"]:
-        lines += ["", "| A vs B | reward | n | mean A-B | 95% CI | A higher | B higher | tie |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {p['a']} vs {p['b']} | {p['scorer']} | {p['n']} | {p['mean_diff']:+.4f} | {fmt_ci(p['ci95'])} | "
+        lines += ["", "| A vs B | reward | n | mean A-B | 95% CI | MDE | A higher | B higher | tie |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {p['a']} vs {p['b']} | {p['scorer']} | {p['n']} | {p['mean_diff']:+.4f} | {fmt_ci(p['ci95'])} | {fmt_mde(p['mde'])} | "
                   f"{p['frac_a_higher']:.3f} | {p['frac_b_higher']:.3f} | {p['frac_tie']:.3f} |" for p in result["paired"]]
     return "\n".join(lines)
 
@@ -226,14 +235,15 @@ def eval_reward(cfg: EvalRewardConfig) -> dict:
     for name, path, _ in files:
         for src in sources:
             v = rewards[path, src]
-            result["rewards"].append({"name": name, "scorer": src, "n": len(v), "mean": sum(v) / len(v),
-                                      "ci95": bootstrap_ci(v, cfg.bootstrap, cfg.seed)})
+            stats = bootstrap_mean(cluster_means(v, [k[:2] for k in keys[path]]), cfg.bootstrap, cfg.seed)
+            result["rewards"].append({"name": name, "scorer": src, "n": len(v), "prompts": len({k[:2] for k in keys[path]}),
+                                      "mean": stats["mean"], "ci95": stats["ci95"]})
     for (na, pa, _), (nb, pb, _) in combinations(files, 2):
         idx = pairs[pa, pb]
         for src in sources:
             a = [rewards[pa, src][i] for i, _ in idx]
             b = [rewards[pb, src][j] for _, j in idx]
-            result["paired"].append(paired(na, nb, src, a, b, cfg))
+            result["paired"].append(paired(na, nb, src, a, b, [k[:2] for k in keys[pa]], cfg))
     print(table(result))
     if cfg.output:
         atomic.write_json(cfg.output, result)

@@ -39,6 +39,32 @@ def bootstrap_ci(values: Sequence[float] | torch.Tensor, resamples: int = 1000, 
     return _quantiles(resample_means(v, resamples, seed), level)
 
 
+def cluster_means(values: Sequence[float], clusters: Sequence) -> list[float]:
+    """The mean of `values` within each cluster (e.g. the samples of one prompt), in first-seen order.
+
+    Several answers to one prompt are not independent: intervals resample prompts, so each prompt
+    enters as the mean of its answers.
+    """
+    groups: dict = {}
+    for v, c in zip(values, clusters, strict=True):
+        groups.setdefault(c, []).append(v)
+    return [sum(g) / len(g) for g in groups.values()]
+
+
+def bootstrap_mean(values: Sequence[float] | torch.Tensor, resamples: int = 1000, seed: int = 0, level: float = LEVEL) -> dict:
+    """{"mean", "ci95", "se", "mde"} of `values`: the percentile interval and standard error from one set of
+    resamples, and the smallest true mean the interval would exclude 0 for with 80% power
+    (`min_detectable_effect`). Interval, se and mde are None when there is nothing to resample."""
+    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if v.numel() == 0:
+        raise ValueError("no values to average")
+    if resamples <= 0:
+        return {"mean": float(v.mean()), "ci95": None, "se": None, "mde": None}
+    means = resample_means(v, resamples, seed)
+    se = float(means.std())
+    return {"mean": float(v.mean()), "ci95": _quantiles(means, level), "se": se, "mde": min_detectable_effect(se, level)}
+
+
 def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = LEVEL) -> list[float] | None:
     """Interval of mean(a - b) over the same examples (a[i] and b[i] belong to one prompt)."""
     if len(a) != len(b):

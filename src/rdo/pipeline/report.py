@@ -192,8 +192,9 @@ def reward_section(page: Page, rewards: dict | None, plt):
     page.figure(fig, "rewards", "Mean reward per generations file with bootstrap 95% intervals")
     paired = rewards.get("paired", [])
     if paired:
-        page.table(["A", "B", "scorer", "n", "mean A - B", "95% CI", "A higher", "B higher", "tie"],
-                   [[p["a"], p["b"], p["scorer"], p["n"], _fmt(p["mean_diff"]), _ci(p.get("ci95")), _fmt(p["frac_a_higher"]), _fmt(p["frac_b_higher"]), _fmt(p["frac_tie"])] for p in paired])
+        page.table(["A", "B", "scorer", "n", "mean A - B", "95% CI", "MDE", "A higher", "B higher", "tie"],
+                   [[p["a"], p["b"], p["scorer"], p["n"], _fmt(p["mean_diff"]), _ci(p.get("ci95")), _fmt(p.get("mde")),
+                     _fmt(p["frac_a_higher"]), _fmt(p["frac_b_higher"]), _fmt(p["frac_tie"])] for p in paired])
 
 
 def judge_section(page: Page, judges: dict[str, dict], plt):

@@ -365,6 +365,24 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     return named[outer[0]]
 
 
+def keep_bottom_layers(model, n_layers: int) -> int:
+    """Drop every transformer block above the first `n_layers` (the final norm and the head stay on top).
+
+    The model becomes an ordinary `n_layers`-layer model of its architecture (its config says so), so
+    saving and loading it need nothing of rdo. Returns the number of blocks it had.
+    """
+    layers = decoder_layers(model)
+    total = len(layers)
+    if not 0 < n_layers <= total:
+        raise ValueError(f"--backbone_layers {n_layers}: the model has {total} layers (choose 1..{total})")
+    del layers[n_layers:]
+    config = backbone_of(model)[0].config
+    config.num_hidden_layers = n_layers
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (sliding / full)
+        config.layer_types = config.layer_types[:n_layers]
+    return total
+
+
 def train_only_top(model, n_layers: int) -> tuple[int, int]:
     """Freeze the backbone except its top `n_layers` blocks and what follows them (the final norm).
 

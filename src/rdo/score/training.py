@@ -29,7 +29,7 @@ from rdo.data.tokenize import Encoder
 from rdo.models import save_trained
 from rdo.data.formats import CHAT_KEY
 from rdo.score.scorers import (DifferenceEncoder, ScorerSpec, build_scorer_model, decoder_layers, head_modules, head_parameter_names,
-                               pool_weights, resolve_template, response_span, scores_of, train_only_top, use_scorer_pad)
+                               pool_weights, resolve_template, response_span, scores_of, keep_bottom_layers, train_only_top, use_scorer_pad)
 from rdo.train.trainer import MetricsTrainer
 
 log = logging.getLogger("rdo.score.training")
@@ -364,6 +364,9 @@ def _train(cfg, kind: str) -> dict:
 
     model = build_scorer_model(cfg.model_name_or_path, tokenizer, cfg.torch_dtype, cfg.trust_remote_code,
                                cfg.model_revision, cfg.attn_implementation)
+    if cfg.backbone_layers:
+        total = keep_bottom_layers(model, cfg.backbone_layers)
+        log.info("kept the first %d of %d layers under the head (--backbone_layers)", cfg.backbone_layers, total)
     if cfg.disable_dropout and (n := disable_dropout(model)):  # before LoRA: --lora_dropout is kept
         log.info("%s: turned off %d dropout(s) (--disable_dropout)", cfg.model_name_or_path, n)
     if cfg.freeze_backbone:  # a linear probe: only the head learns, so no backward runs through the LM
