@@ -32,6 +32,14 @@ Splits, by subject (no subject in two roles): 16 training-split subjects give th
 prompts x 2 disjoint pairs = 128), 8 give validation prompts (the regimes are chosen there only), and
 the other 24 training-split subjects join the demo's 16 held-out subjects as held-out prompts (160).
 
+The other uses of R (`--methods`): besides R^alpha weights (dpo_rc), rdo has methods that read R
+inside the loss (rdo.core.methods.reward_aware): odpo (offset s*log(1+max(R,0))), mmpo (soft label
+sigmoid(gamma*R)) and rpo (beta*h fitted to eta*R; the `sq` variant, since bwd_kl has MMPO's gradients).
+Each trains at alpha 0 at every oracle accuracy on the same pairs, labels and order as DPO, R from the
+same `rdo_reward_diff` column, the same untrained policy as reference. Their one hyperparameter is
+chosen on the validation prompts only, like the regimes (see `methods` below). The default, dpo_rc
+alone, is the study as first run: its stage keys are unchanged.
+
 Regimes: one training of max(--epochs) epochs at a constant learning rate per policy, evaluated after
 each epoch budget in --epochs (epoch 1 of a 3-epoch run at a constant rate is the 1-epoch run): light
 = the short budget, strong = the long one, at the learning rate among --lrs with the best DPO value on
@@ -42,6 +50,9 @@ and its output is there, so a killed study continues where it stopped:
   data     per (tau, seed): noisy pairs and one file per oracle accuracy, R in `rdo_reward_diff`
   base     the untrained policy's candidate log-probs (frozen_states.pt: the frozen blocks' output)
   regimes  DPO on the validation prompts for each learning rate in --lrs
+  methods  each method of --methods that reads R in its loss, once per value of its hyperparameter, at
+           the regimes' learning rate, oracle accuracy 0.85 (labels of --regime_seed, the noisier level):
+           the value with the best validation value after the strong budget is used (methods.json)
   run      one training per (tau, seed, policy), evaluated at each epoch budget
   report   table (study.md, study.json) and figure (always redone, cheap)
 With `--worker K N`, N processes (one thread each) share the regime runs and the grid.
@@ -84,6 +95,40 @@ class Study:
     max_length: int = 112
     max_prompt_length: int = 64
     bf16: bool = True  # mixed precision where the CPU has native bf16 (else fp32: see `precision`)
+    methods: tuple[str, ...] = ("dpo_rc",)  # the policies trained beside DPO: dpo_rc (R^alpha weights) and/or odpo, mmpo, rpo
+    tune_accuracy: float = 0.85  # the oracle accuracy at which odpo/mmpo/rpo's hyperparameter is chosen (validation)
+    # Each grid spans R's scale (median |R| ~0.4, 90% below ~1 on the VADER gap) against the sigmoid's unit scale
+    # of beta*h (beta = 0.1): at the median R, s*log(1+R), gamma*R and eta*R are ~0.3-0.4 (a small push),
+    # ~1-1.2 and ~3.4-4 (near-hard labels; an offset or target past where log sigmoid saturates).
+    odpo_offset_scales: tuple[float, ...] = (1.0, 3.0, 10.0)  # ODPO's s
+    mmpo_gammas: tuple[float, ...] = (1.0, 3.0, 10.0)  # MMPO's gamma
+    rpo_etas: tuple[float, ...] = (1.0, 3.0, 10.0)  # RPO's eta
+    rpo_variant: str = "sq"  # squared distance: bwd_kl has MMPO's gradients (rdo.core.losses.rpo_loss), so it would repeat MMPO
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"--methods {' '.join(self.methods)}: choose one or more of {' '.join(METHODS)}")
+        if any(m in TUNED for m in self.methods) and self.tune_accuracy not in self.accuracies:
+            raise ValueError(f"tune_accuracy {self.tune_accuracy} must be one of the oracle accuracies {self.accuracies}")
+
+
+# The methods that read R inside the loss: the AlignConfig field of the one hyperparameter chosen on validation
+# and the Study field holding its candidates. dpo_rc (R as the weight R^alpha) has no such field.
+TUNED = {"odpo": ("odpo_offset_scale", "odpo_offset_scales"), "mmpo": ("mmpo_gamma", "mmpo_gammas"), "rpo": ("rpo_eta", "rpo_etas")}
+METHODS = ("dpo_rc", *TUNED)
+SYMBOL = {"odpo_offset_scale": "s", "mmpo_gamma": "γ", "rpo_eta": "η"}
+
+
+def method_options(study: Study, method: str, value: float) -> dict:
+    """The AlignConfig options of `method` with its tuned hyperparameter at `value` (rpo: plus the variant)."""
+    field, _ = TUNED[method]
+    return {field: value} | ({"rpo_variant": study.rpo_variant} if method == "rpo" else {})
+
+
+def candidates(study: Study, method: str) -> tuple[float, ...]:
+    """The values of `method`'s hyperparameter tried on validation."""
+    return getattr(study, TUNED[method][1])
 
 
 def digest_of(*parts) -> str:
@@ -100,20 +145,25 @@ def stage(path: Path, key: dict, fn, outputs: tuple[Path, ...] = ()) -> dict:
     """
     from rdo.utils import atomic
 
-    k = digest_of(key)
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = None
-    if old and old.get("key") == k and all(p.exists() for p in outputs):
+    done = finished(path, key, outputs)
+    if done is not None:
         log.info("%s: unchanged, skipped", path)
-        return old["result"]
-    if old:
+        return done
+    if path.exists():
         log.info("%s: settings or inputs changed, redoing", path)
     start = time.time()
     result = fn()
-    atomic.write_json(path, {"key": k, "seconds": round(time.time() - start, 1), "result": result})
+    atomic.write_json(path, {"key": digest_of(key), "seconds": round(time.time() - start, 1), "result": result})
     return json.loads(path.read_text())["result"]  # as a rerun reads it back (JSON: string keys)
+
+
+def finished(path: Path, key: dict, outputs: tuple[Path, ...] = ()) -> dict | None:
+    """The result `stage` wrote at `path` under this very key (with its `outputs` there), else None."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return old["result"] if old.get("key") == digest_of(key) and all(p.exists() for p in outputs) else None
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -191,7 +241,7 @@ class Engine:
 
         self.torch = torch
         self.study, self.model_dir, self.out = study, model_dir, out
-        self.method = get_method("dpo")
+        self.method = get_method("dpo")  # the evaluation's pairs and log-probs; each training takes its own (cfg.method)
         self.tokenizer = load_tokenizer(model_dir)
         tok = self.tokenizer
         cfg0 = self.config(vocab_source, out / "scratch", alpha=0.0, lr=1e-5, epochs=1, seed=0)
@@ -220,12 +270,13 @@ class Engine:
         log.info("policy: top %d of %d blocks trained (%d parameters), vocabulary %d of %d tokens", n, total,
                  sum(p.numel() for p in self.initial.values()), len(self.keep), emb.weight.shape[0])
 
-    def config(self, data: Path, output_dir: Path, *, alpha: float, lr: float, epochs: int, seed: int):
-        """The AlignConfig a user would pass to `rdo align` for this run."""
+    def config(self, data: Path, output_dir: Path, *, alpha: float, lr: float, epochs: int, seed: int,
+               method: str = "dpo", options: dict | None = None):
+        """The AlignConfig a user would pass to `rdo align` for this run (`options`: the method's own, e.g. mmpo_gamma)."""
         from rdo.config import AlignConfig
 
         s = self.study
-        return AlignConfig(model_name_or_path=self.model_dir, dataset_name=str(data), output_dir=str(output_dir), method="dpo",
+        return AlignConfig(model_name_or_path=self.model_dir, dataset_name=str(data), output_dir=str(output_dir), method=method, **(options or {}),
                            alpha=alpha, beta=s.beta, learning_rate=lr, num_train_epochs=epochs, lr_scheduler_type="constant",
                            warmup_steps=0, per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=32, seed=seed,
                            max_length=s.max_length, max_prompt_length=s.max_prompt_length, bf16=s.bf16, use_cpu=True,
@@ -233,10 +284,12 @@ class Engine:
                            ref_cache_dir=str(self.out / "ref_cache"))
 
     def features(self, cfg, weighted: bool = True) -> tuple[list[dict], dict]:
-        """`rdo align`'s features (same tokens, same weights), ids mapped onto the restricted vocabulary."""
+        """`rdo align`'s features for `cfg.method` (same tokens, same weights, R as `reward_diff` for a method
+        that reads it), ids mapped onto the restricted vocabulary."""
+        from rdo.core.methods import get_method
         from rdo.train.align import prepare_features
 
-        feats, report = prepare_features(cfg, self.method, self.tokenizer, weighted=weighted)
+        feats, report = prepare_features(cfg, get_method(cfg.method), self.tokenizer, weighted=weighted)
         for f in feats:
             for k in ("prompt_ids", "chosen_ids", "rejected_ids"):
                 f[k] = [self.index[i] for i in f[k]]
@@ -304,18 +357,23 @@ class Engine:
 
     def train(self, cfg, at_epochs: tuple[int, ...], evaluate) -> dict:
         """Train from the initial weights; `evaluate()` runs after each epoch in `at_epochs` (constant lr:
-        epoch e of a longer run is the e-epoch run). Returns the training summary and {epoch: evaluate()}."""
+        epoch e of a longer run is the e-epoch run). Returns the training summary and {epoch: evaluate()}.
+
+        The loss, collator and reference step are `cfg.method`'s (rdo's registry, as `rdo align` takes them)."""
         from datasets import Dataset
         from transformers import TrainerCallback, set_seed
 
+        from rdo.core.methods import get_method
         from rdo.train.align import attach_reference, reference_key
         from rdo.train.trainer import RDOTrainer
 
+        method = get_method(cfg.method)
+        collator = method.make_collator(self.pad_id, 1)
         set_seed(cfg.seed)
         self.reset()
         feats, report = self.features(cfg)
-        attach_reference(cfg, self.method, feats, self.model, self.collator, cfg.dataset_name,
-                         reference_key(cfg, self.method, self.tokenizer))  # the untrained policy
+        attach_reference(cfg, method, feats, self.model, collator, cfg.dataset_name,
+                         reference_key(cfg, method, self.tokenizer))  # the untrained policy, whatever the method
         evals = {}
 
         class AtEpochs(TrainerCallback):
@@ -324,8 +382,8 @@ class Engine:
                 if e in at_epochs:
                     evals[e] = evaluate()
 
-        trainer = RDOTrainer(model=self.model, args=cfg, data_collator=self.collator, train_dataset=Dataset.from_list(feats),
-                             processing_class=self.tokenizer, method=self.method, callbacks=[AtEpochs()])
+        trainer = RDOTrainer(model=self.model, args=cfg, data_collator=collator, train_dataset=Dataset.from_list(feats),
+                             processing_class=self.tokenizer, method=method, callbacks=[AtEpochs()])
         result = trainer.train()
         hist = [h for h in trainer.state.log_history if "loss" in h]
         return {"train": result.metrics, "coefficients": report["coefficients"]["weight"],
@@ -363,9 +421,41 @@ def expected_gold(logps: list[float], gold: list[float]) -> float:
 
 # --- the study ---------------------------------------------------------------------------------------
 
-def method_names(study: Study) -> list[tuple[str, float | None, float]]:
-    """(name, oracle accuracy or None, alpha) of every policy trained per (seed, tau, regime)."""
-    return [("dpo", None, 0.0)] + [(f"rc-acc{a}-alpha{al}", a, al) for a in study.accuracies for al in study.alphas]
+@dataclass(frozen=True)
+class Policy:
+    """A policy trained per (tau, seed): its folder under runs/tau*/s*/, the oracle accuracy of the R it reads
+    (None: DPO reads none), the exponent alpha of its weights R^alpha and its loss (`dpo` for DPO and DPO+rc)."""
+
+    name: str
+    accuracy: float | None
+    alpha: float = 0.0
+    method: str = "dpo"
+
+    @property
+    def kind(self) -> str:
+        """Its --methods entry: dpo_rc, odpo, mmpo, rpo (or dpo, the baseline)."""
+        return "dpo_rc" if self.method == "dpo" and self.alpha else self.method
+
+
+def policies(study: Study) -> list[Policy]:
+    """DPO, then per oracle accuracy every policy of `study.methods` (DPO+rc at each alpha, then odpo, mmpo, rpo)."""
+    out = [Policy("dpo", None)]
+    for a in study.accuracies:
+        if "dpo_rc" in study.methods:
+            out += [Policy(f"rc-acc{a}-alpha{al}", a, al) for al in study.alphas]
+        out += [Policy(f"{m}-acc{a}", a, 0.0, m) for m in TUNED if m in study.methods]
+    return out
+
+
+def run_key(common: dict, data: str, study: Study, *, seed: int, alpha: float, lr: float, which, method: str = "dpo",
+            options: dict | None = None) -> dict:
+    """A training's stage key. DPO and DPO+rc keep the key they had before other methods joined (no method
+    field), so their finished runs stay valid; a method that reads R adds its name and options."""
+    key = {"stage": "run", **common, "data": data, "alpha": alpha, "lr": lr, "epochs": max(study.epochs),
+           "eval_at": study.epochs, "seed": seed, "which": list(which)}
+    if method != "dpo":
+        key |= {"method": method, "options": options or {}}
+    return key
 
 
 def run_study(study: Study, out: Path, stop_after: str | None = None, worker: int = 0, workers: int = 1) -> dict:
@@ -418,36 +508,48 @@ def run_study(study: Study, out: Path, stop_after: str | None = None, worker: in
 
     base_res = stage(out / "base.json", {"stage": "base", **common}, base)
 
-    def train_eval(tau: float, seed: int, acc: float | None, alpha: float, lr: float, name: str, which) -> dict:
+    def training(tau: float, seed: int, acc: float | None, alpha: float, lr: float, name: str, which,
+                 method: str = "dpo", options: dict | None = None) -> tuple[Path, dict, object]:
+        """(result file, stage key, run) of one training on the pairs of (tau, seed), R from oracle accuracy `acc`."""
         data_file = out / "data" / f"tau{tau}-s{seed}" / f"acc{acc if acc is not None else study.accuracies[-1]}.jsonl"
         epochs = max(study.epochs)
-        key = {"stage": "run", **common, "data": file_digest(data_file), "alpha": alpha, "lr": lr, "epochs": epochs,
-               "eval_at": study.epochs, "seed": seed, "which": list(which)}
+        key = run_key(common, file_digest(data_file), study, seed=seed, alpha=alpha, lr=lr, which=which, method=method, options=options)
 
         def fn():
-            cfg = engine.config(data_file, out / "scratch", alpha=alpha, lr=lr, epochs=epochs, seed=seed)
+            cfg = engine.config(data_file, out / "scratch", alpha=alpha, lr=lr, epochs=epochs, seed=seed, method=method, options=options)
             t = time.time()
             info = engine.train(cfg, study.epochs, lambda: evaluate(which))
-            return info | {"seconds": round(time.time() - t, 1)}
+            return info | {"seconds": round(time.time() - t, 1)} | ({"method": method, "options": options} if method != "dpo" else {})
 
-        return stage(out / "runs" / name / "result.json", key, fn)
+        return out / "runs" / name / "result.json", key, fn
+
+    def train_eval(*args, **kwargs) -> dict:
+        path, key, fn = training(*args, **kwargs)
+        return stage(path, key, fn)
+
+    def shared(jobs: dict) -> dict:
+        """Run this worker's share of `jobs` ({name: training(...)}), then wait for the others' results (same keys)."""
+        results = {}
+        for i, (name, (path, key, fn)) in enumerate(jobs.items()):
+            if i % workers == worker:
+                results[name] = stage(path, key, fn)
+        for name, (path, key, _) in jobs.items():
+            while name not in results:
+                done = finished(path, key)
+                if done is None:
+                    time.sleep(15)
+                else:
+                    results[name] = done
+        return results
 
     # the regimes: DPO's learning rate, chosen on the validation prompts only (labels of --regime_seed, the
     # noisier level); light and strong = that lr for the short and the long epoch budget
     valid_gold = lambda lp: mean(policy_value(lp[p], base_res["valid"][p], golds["valid"][p]) for p in golds["valid"])  # noqa: E731
     base_valid = valid_gold(base_res["valid"])
     tau_r = max(study.noise)
-    search, results = {}, {}
-    for i, lr in enumerate(study.lrs):  # shared among the workers like the grid; each then waits for the others' results
-        if i % workers == worker:
-            results[lr] = train_eval(tau_r, study.regime_seed, None, 0.0, lr, f"regime/tau{tau_r}-lr{lr}", ("valid",))
+    search = {}
+    results = shared({lr: training(tau_r, study.regime_seed, None, 0.0, lr, f"regime/tau{tau_r}-lr{lr}", ("valid",)) for lr in study.lrs})
     for lr in study.lrs:
-        while lr not in results:
-            f = out / "runs" / f"regime/tau{tau_r}-lr{lr}" / "result.json"
-            if f.exists():
-                results[lr] = json.loads(f.read_text())["result"]
-            else:
-                time.sleep(15)
         r = results[lr]
         for e in study.epochs:
             search[f"lr {lr:g}, {e} epoch(s)"] = {"lr": lr, "epochs": e, "dpo_valid_minus_base": valid_gold(r["evals"][str(e)]["valid"]) - base_valid}
@@ -458,15 +560,38 @@ def run_study(study: Study, out: Path, stop_after: str | None = None, worker: in
     if stop_after == "regimes":
         return {}
 
+    # the methods that read R in the loss: each one's hyperparameter, chosen on the validation prompts only, like
+    # the regimes (labels of --regime_seed at the noisier level, the regimes' learning rate), with R from the
+    # oracle at study.tune_accuracy; the value with the best validation value after the strong budget is kept
+    tuned, tune_search = {}, {}
+    tuned_methods = [m for m in TUNED if m in study.methods]
+    if tuned_methods:
+        jobs = {(m, v): training(tau_r, study.regime_seed, study.tune_accuracy, 0.0, best["lr"], f"methods/tau{tau_r}-{m}-{v:g}",
+                                 ("valid",), m, method_options(study, m, v))
+                for m in tuned_methods for v in candidates(study, m)}
+        results = shared(jobs)
+        strong = max(study.epochs)
+        for m in tuned_methods:
+            gain = {v: {e: valid_gold(results[m, v]["evals"][str(e)]["valid"]) - base_valid for e in study.epochs} for v in candidates(study, m)}
+            chosen = max(candidates(study, m), key=lambda v: gain[v][strong])
+            tuned[m] = method_options(study, m, chosen)
+            tune_search[m] = {"option": TUNED[m][0], "chosen": chosen,
+                              "valid_minus_base": {f"{v:g}": {f"{e} epoch(s)": g for e, g in gain[v].items()} for v in gain}}
+        atomic.write_json(out / "methods.json", {"tuned": tuned, "search": tune_search, "tau": tau_r, "seed": study.regime_seed,
+                                                 "accuracy": study.tune_accuracy, "lr": best["lr"], "epochs": strong, "base_valid": base_valid})
+        log.info("methods (chosen on validation): %s", tuned)
+    if stop_after == "methods":
+        return {}
+
     # the grid, noisier level first, seed by seed: a partial study has whole seeds; `workers` processes share it
-    items = [(tau, seed, m) for tau in sorted(study.noise, reverse=True) for seed in study.seeds for m in method_names(study)]
-    for i, (tau, seed, (name, acc, alpha)) in enumerate(items):
+    items = [(tau, seed, p) for tau in sorted(study.noise, reverse=True) for seed in study.seeds for p in policies(study)]
+    for i, (tau, seed, p) in enumerate(items):
         if i % workers != worker:
             continue
         t = time.time()
-        train_eval(tau, seed, acc, alpha, best["lr"], f"tau{tau}/s{seed}/{name}", ("heldout",))
-        log.info("[%d/%d] tau %s seed %d %s: %.0fs", i + 1, len(items), tau, seed, name, time.time() - t)
-    return {"regimes": regimes}
+        train_eval(tau, seed, p.accuracy, p.alpha, best["lr"], f"tau{tau}/s{seed}/{p.name}", ("heldout",), p.method, tuned.get(p.method))
+        log.info("[%d/%d] tau %s seed %d %s: %.0fs", i + 1, len(items), tau, seed, p.name, time.time() - t)
+    return {"regimes": regimes, "methods": tuned}
 
 
 def mean(xs) -> float:
@@ -486,7 +611,8 @@ def machine() -> str:
 
 
 def collect(study: Study, out: Path) -> dict:
-    """Per (tau, regime): the (seeds x prompts) grids of expected gold reward of base, DPO and every rc policy."""
+    """Per (tau, regime): the (seeds x prompts) grids of expected gold reward of base, DPO and every policy
+    that uses R; each of those gets a row (`policies`) with its difference to DPO."""
     from rdo.evaluate.stats import min_detectable_effect, two_way_bootstrap
 
     golds = json.loads((out / "data" / "gold.json").read_text())["heldout"]
@@ -504,19 +630,23 @@ def collect(study: Study, out: Path) -> dict:
     for tau in study.noise:
         for regime in regimes:
             grids: dict[str, list[list[float]]] = {}
+            options: dict[str, list[dict]] = {}  # the options each seed's run of a method trained with
             seeds_done = []
             for s in study.seeds:
-                rows = {}
-                for name, _, _ in method_names(study):
-                    f = out / "runs" / f"tau{tau}" / f"s{s}" / name / "result.json"
+                rows, opts = {}, {}
+                for pol in policies(study):
+                    f = out / "runs" / f"tau{tau}" / f"s{s}" / pol.name / "result.json"
                     if not f.exists():
                         break
-                    lp = json.loads(f.read_text())["result"]["evals"][str(regimes[regime]["epochs"])]["heldout"]
-                    rows[name] = [policy_value(lp[p], base[p], golds[p]) for p in prompts]
+                    result = json.loads(f.read_text())["result"]
+                    opts[pol.name] = result.get("options")
+                    lp = result["evals"][str(regimes[regime]["epochs"])]["heldout"]
+                    rows[pol.name] = [policy_value(lp[p], base[p], golds[p]) for p in prompts]
                 else:
                     seeds_done.append(s)
                     for name, row in rows.items():
                         grids.setdefault(name, []).append(row)
+                        options.setdefault(name, []).append(opts[name])
             if not seeds_done:
                 continue
             dpo = grids["dpo"]
@@ -527,12 +657,28 @@ def collect(study: Study, out: Path) -> dict:
                 return r | {"mde": min_detectable_effect(r["se"])}
 
             cell = {"tau": tau, "regime": regime, **regimes[regime], "seeds": seeds_done, "prompts": len(prompts),
-                    "base": mean(base_row), "dpo": mean(map(mean, dpo)), "dpo_minus_base": compare(dpo, [base_row] * len(dpo)), "rc": []}
-            for name, acc, alpha in method_names(study)[1:]:
-                cell["rc"].append({"accuracy": acc, "alpha": alpha, "achieved": mean(achieved[tau, str(acc)]),
-                                   "mean": mean(map(mean, grids[name])), "minus_dpo": compare(grids[name], dpo)})
+                    "base": mean(base_row), "dpo": mean(map(mean, dpo)), "dpo_minus_base": compare(dpo, [base_row] * len(dpo)),
+                    "policies": []}
+            for pol in policies(study)[1:]:
+                opts = {json.dumps(o, sort_keys=True) for o in options[pol.name]}
+                if len(opts) > 1:
+                    raise ValueError(f"{out}/runs/tau{tau}/s*/{pol.name}: the seeds trained with different options {sorted(opts)}; "
+                                     "rerun the study (without --report_only) so every seed uses the options chosen on validation")
+                cell["policies"].append({"method": pol.kind, "accuracy": pol.accuracy, "alpha": pol.alpha, "options": json.loads(opts.pop()),
+                                         "achieved": mean(achieved[tau, str(pol.accuracy)]),
+                                         "mean": mean(map(mean, grids[pol.name])), "minus_dpo": compare(grids[pol.name], dpo)})
             cells.append(cell)
     return {"cells": cells}
+
+
+def label(row: dict) -> str:
+    """A policy's name in the table and the figure: "DPO+rc α = 0.5", "ODPO s = 3", "RPO (sq) η = 10"."""
+    if row["method"] == "dpo_rc":
+        return f"DPO+rc α = {row['alpha']}"
+    opts = dict(row["options"])
+    variant = opts.pop("rpo_variant", None)
+    (field, value), = opts.items()
+    return f"{row['method'].upper()}{f' ({variant})' if variant else ''} {SYMBOL[field]} = {value:g}"
 
 
 def fmt(r: dict) -> str:
@@ -541,16 +687,25 @@ def fmt(r: dict) -> str:
 
 
 def table(res: dict, header: str) -> str:
-    lines = [header, "", "| τ (wrong labels) | regime | seeds | DPO − base (MDE) | scorer accuracy (achieved) | α | DPO+rc − DPO, 95% CI | MDE |",
+    lines = [header, "", "| τ (wrong labels) | regime | seeds | DPO − base (MDE) | scorer accuracy (achieved) | policy | policy − DPO, 95% CI | MDE |",
              "|---|---|---|---|---|---|---|---|"]
     for c in res["cells"]:
         first = True
-        for r in c["rc"]:
+        for r in c["policies"]:
             lead = (f"| {c['tau']} ({c['wrong']:.0%}) | {c['regime']} ({c['epochs']} ep, lr {c['lr']:g}) | {len(c['seeds'])} | "
                     f"{fmt(c['dpo_minus_base'])} ({c['dpo_minus_base']['mde']:.3f}) |") if first else "| | | | |"
             first = False
-            lines.append(f"{lead} {r['accuracy']} ({r['achieved']:.3f}) | {r['alpha']} | {fmt(r['minus_dpo'])} | {r['minus_dpo']['mde']:.3f} |")
+            lines.append(f"{lead} {r['accuracy']} ({r['achieved']:.3f}) | {label(r)} | {fmt(r['minus_dpo'])} | {r['minus_dpo']['mde']:.3f} |")
     return "\n".join(lines)
+
+
+# How each policy's line looks: DPO+rc filled markers (o: alpha 1), the methods reading R in the loss open ones.
+LOOK = {"odpo": ("tab:green", "^"), "mmpo": ("tab:red", "v"), "rpo": ("tab:purple", "D")}
+
+
+def series(res: dict) -> list[tuple[str, float]]:
+    """The figure's lines within a panel and noise level, in table order: (method, alpha) of each policy kind."""
+    return list(dict.fromkeys((r["method"], r["alpha"]) for c in res["cells"] for r in c["policies"]))
 
 
 def figure(res: dict, path: Path, title: str) -> None:
@@ -560,27 +715,44 @@ def figure(res: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     regimes = list(dict.fromkeys(c["regime"] for c in res["cells"]))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 4.2), sharey=True, squeeze=False)
+    lines = series(res)
+    rc_colours = iter(["tab:blue", "tab:orange", "tab:cyan", "tab:olive"])
+    look = {(m, a): LOOK[m] if m in LOOK else (next(rc_colours), "o" if a == 1.0 else "s") for m, a in lines}
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 4.2 + 0.4 * max(0, len(lines) - 2)), sharey=True, squeeze=False)
     for ax, regime in zip(axes[0], regimes):
         for c in (c for c in res["cells"] if c["regime"] == regime):
-            for k, alpha in enumerate(sorted({r["alpha"] for r in c["rc"]})):
-                rs = [r for r in c["rc"] if r["alpha"] == alpha]
-                xs = [r["achieved"] + (k - 0.5) * 0.006 + (0.003 if c["tau"] != res["cells"][0]["tau"] else 0) for r in rs]
+            for k, (method, alpha) in enumerate(lines):
+                rs = [r for r in c["policies"] if (r["method"], r["alpha"]) == (method, alpha)]
+                if not rs:
+                    continue
+                xs = [r["achieved"] + (k - (len(lines) - 1) / 2) * 0.006 + (0.003 if c["tau"] != res["cells"][0]["tau"] else 0) for r in rs]
                 ys = [r["minus_dpo"]["mean"] for r in rs]
                 err = [[y - r["minus_dpo"]["ci95"][0] for y, r in zip(ys, rs)], [r["minus_dpo"]["ci95"][1] - y for y, r in zip(ys, rs)]]
-                ax.errorbar(xs, ys, yerr=err, marker="o" if alpha == 1.0 else "s", capsize=3,
+                colour, marker = look[method, alpha]
+                ax.errorbar(xs, ys, yerr=err, marker=marker, color=colour, capsize=3,
+                            markerfacecolor="white" if method in LOOK else colour,
                             linestyle="-" if c["tau"] == res["cells"][0]["tau"] else "--",
-                            label=f"α = {alpha}, τ = {c['tau']} ({c['wrong']:.0%} wrong)")
+                            label=f"{label(rs[0])}, τ = {c['tau']} ({c['wrong']:.0%} wrong)")
             ax.axhline(0, color="grey", linewidth=0.8)
         first = next(c for c in res["cells"] if c["regime"] == regime)
         ax.set_title(f"{regime}: {first['epochs']} epoch(s), lr {first['lr']:g}")
         ax.set_xlabel("scorer accuracy (sign of R vs true preference, training pairs)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("DPO+rc − DPO, expected gold reward (95% CI)")
+    axes[0][0].set_ylabel("policy − DPO, expected gold reward (95% CI)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def tuning_note(tuned: dict) -> str:
+    """One sentence: each method's hyperparameter, the values tried and the one chosen on validation."""
+    parts, at = [], f"{tuned['epochs']} epoch(s)"
+    for m, s in tuned["search"].items():
+        tried = ", ".join(f"{v}: {g[at]:+.3f}" for v, g in s["valid_minus_base"].items())
+        parts.append(f"{m.upper()} {SYMBOL[s['option']]} = {s['chosen']:g} (validation − base after {at}, per value: {tried})")
+    return (f"Chosen on the validation prompts only (τ = {tuned['tau']}, labels of seed {tuned['seed']}, oracle accuracy "
+            f"{tuned['accuracy']}, lr {tuned['lr']:g}): " + "; ".join(parts) + ".")
 
 
 def report(study: Study, out: Path, figure_path: Path | None, command: str) -> str:
@@ -595,6 +767,10 @@ def report(study: Study, out: Path, figure_path: Path | None, command: str) -> s
     header = (f"Dose-response study: {study.pairs} noisy pairs, SmolLM2-135M-Instruct top {study.top_layers} of 30 blocks trained, "
               f"β = {study.beta}, {res['cells'][0]['prompts'] if res['cells'] else '?'} held-out prompts; CPU: {machine()}, {precision}. "
               f"Command: `{command}`.")
+    if any(m in TUNED for m in study.methods):
+        tuned = json.loads((out / "methods.json").read_text())
+        res["methods"] = tuned
+        header += "\n\n" + tuning_note(tuned)
     text = table(res, header)
     res |= {"cpu": machine(), "precision": precision, "command": command, "study": dataclasses.asdict(study)}
     from rdo.utils import atomic
@@ -615,9 +791,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, nargs=2, default=list(Study.epochs), help="light and strong epoch budgets")
     p.add_argument("--pairs", type=int, default=Study.pairs)
     p.add_argument("--top_layers", type=int, default=Study.top_layers)
-    p.add_argument("--stop_after", choices=["data", "regimes"], default=None)
+    p.add_argument("--accuracies", type=float, nargs="+", default=list(Study.accuracies),
+                   help="oracle accuracies (sign agreement of R); DPO trains on the last one's file (R unread), so keep 1.0 last to reuse runs")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(Study.methods),
+                   help="policies trained beside DPO: dpo_rc (R^alpha weights, alpha 0.5 and 1) and/or odpo, mmpo, rpo (R in the loss, alpha 0)")
+    p.add_argument("--odpo_offset_scales", type=float, nargs="+", default=list(Study.odpo_offset_scales), help="ODPO's s, tried on validation")
+    p.add_argument("--mmpo_gammas", type=float, nargs="+", default=list(Study.mmpo_gammas), help="MMPO's gamma, tried on validation")
+    p.add_argument("--rpo_etas", type=float, nargs="+", default=list(Study.rpo_etas), help="RPO's eta, tried on validation")
+    p.add_argument("--stop_after", choices=["data", "regimes", "methods"], default=None)
     p.add_argument("--worker", type=int, nargs=2, default=[0, 1], metavar=("K", "N"),
-                   help="run the K-th of N shares of the grid (N processes in parallel; every process uses one thread); run --stop_after regimes first")
+                   help="run the K-th of N shares of the grid (N processes in parallel; every process uses one thread); run --stop_after regimes (and methods) first")
     p.add_argument("--report_only", action="store_true", help="only rebuild the table and figure from the finished runs")
     p.add_argument("--figure", default="docs/dose_response.png")
     args = p.parse_args(argv)
@@ -627,7 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     from rdo.demo.pipeline import native_bf16
 
     study = Study(noise=tuple(args.noise), seeds=tuple(args.seeds), lrs=tuple(args.lrs), epochs=tuple(args.epochs),
-                  pairs=args.pairs, top_layers=args.top_layers, bf16=native_bf16())
+                  pairs=args.pairs, top_layers=args.top_layers, bf16=native_bf16(), accuracies=tuple(args.accuracies),
+                  methods=tuple(args.methods), odpo_offset_scales=tuple(args.odpo_offset_scales), mmpo_gammas=tuple(args.mmpo_gammas),
+                  rpo_etas=tuple(args.rpo_etas))
     out = Path(args.out)
     command = " ".join(["python experiments/dose_response.py", *(argv if argv is not None else sys.argv[1:])])
     import torch
