@@ -360,7 +360,7 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     outer = [name for name in matches if not any(name.startswith(other + ".") for other in matches if other != name)]
     if len(outer) != 1:
         lists = ", ".join(f"{name} ({len(m)})" for name, m in list(named.items())[:6]) or "none"
-        raise ValueError(f"{type(backbone).__name__}: --train_top_layers / --cache_frozen need exactly one ModuleList of "
+        raise ValueError(f"{type(backbone).__name__}: --train_top_layers / --backbone_layers / --cache_frozen need exactly one ModuleList of "
                          f"config.num_hidden_layers = {n} blocks; its ModuleLists (length): {lists}")
     return named[outer[0]]
 
