@@ -34,9 +34,7 @@ def resample_means(values: torch.Tensor, resamples: int, seed: int) -> torch.Ten
 def bootstrap_ci(values: Sequence[float] | torch.Tensor, resamples: int = 1000, seed: int = 0, level: float = LEVEL) -> list[float] | None:
     """Percentile bootstrap interval [lo, hi] of the mean of `values`; None when there is nothing to resample."""
     v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
-    if resamples <= 0 or v.numel() == 0:
-        return None
-    return _quantiles(resample_means(v, resamples, seed), level)
+    return bootstrap_mean(v, resamples, seed, level)["ci95"] if v.numel() else None
 
 
 def cluster_means(values: Sequence[float], clusters: Sequence) -> list[float]:
